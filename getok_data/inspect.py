@@ -1,0 +1,75 @@
+"""Draw one sample for a person: GT, chosen anchors, decoded union, region labels."""
+from __future__ import annotations
+
+import io
+import json
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .masks import rle_to_mask
+from .shards import load_npz
+from .storage import Storage
+from .tokens import Grid
+from .verify import iter_samples
+
+REGION_BGR = {"I": (80, 200, 60), "R": (0, 215, 255), "H": (0, 120, 255), "F": (150, 150, 150)}
+
+
+def find_sample(url: str, key: str | None = None) -> tuple[dict, dict[str, bytes]]:
+    """The sample with ``key`` (default: the first one) from the shards in ``url``."""
+    storage = Storage(url)
+    names = storage.list("shard-*.tar")
+    if not names:
+        raise FileNotFoundError(f"no shards in {url}")
+    for name in names:
+        for k, members in iter_samples(storage.read_bytes(name)):
+            if key is None or k == key:
+                return json.loads(members["json"]), members
+    raise KeyError(f"no sample with key {key!r} in {url}")
+
+
+def render(meta: dict, members: dict[str, bytes], target_index: int, png: str) -> str:
+    """Write the drawing to ``png``; return the sample's token strings as text."""
+    t = meta["targets"][target_index]
+    rgb = np.asarray(Image.open(io.BytesIO(members[meta["image_ext"]])).convert("RGB"))
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    h, w = bgr.shape[:2]
+    gt = rle_to_mask(t["mask_rle"])
+    table = load_npz(members["cand.npz"])
+    th, tw = (int(v) for v in table["shape"])
+    bits = np.unpackbits(table["masks"], axis=1, count=th * tw).reshape(-1, th, tw).astype(bool)
+    union = np.zeros((th, tw), bool)
+    for i, j in t["anchors"]:
+        union |= bits[table["index"][j, i]]
+    union = cv2.resize(union.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+    grid = Grid(meta["grid"]["n"], w, h, meta["grid"]["m"])
+    r = max(2, round(min(w, h) / grid.n / 5))
+
+    left = bgr.copy()
+    left[gt] = (0.5 * left[gt] + 0.5 * np.array([60, 200, 60])).astype(np.uint8)
+    contours, _ = cv2.findContours(union.view(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(left, contours, -1, (255, 0, 255), max(1, r // 2))
+    for i, j in t["anchors"]:
+        x, y = grid.anchor(i, j)
+        cv2.circle(left, (int(x), int(y)), r + 1, (0, 255, 255), -1)
+        cv2.circle(left, (int(x), int(y)), r + 1, (0, 0, 0), 1)
+
+    right = (0.6 * bgr).astype(np.uint8)
+    right[gt] = (0.5 * right[gt] + 0.5 * np.array([255, 255, 255])).astype(np.uint8)
+    for k, region in enumerate(t["regions"]):
+        x, y = grid.anchor(k % grid.n, k // grid.n)
+        cv2.circle(right, (int(x), int(y)), r, REGION_BGR[region], -1)
+    sheet = np.concatenate([left, np.full((h, 4, 3), 255, np.uint8), right], axis=1)
+    cv2.imwrite(png, sheet)
+
+    lines = [f"key: {meta['key']}  target: {t['target_id']}  ({target_index + 1}/{len(meta['targets'])})",
+             f"sentences: {t['sentences']}",
+             f"token_iou: {t['token_iou']:.4f}  tokens: {t['token_count']}",
+             f"point: {t['tokens']['point']}", f"box:   {t['tokens']['box']}",
+             f"seg:   {t['tokens']['seg'] or 'null (' + str(t.get('seg_reason')) + ')'}"]
+    lines += [f"refine[{k}] {s['origin']}: {s['prompt']} -> {s['answer']}" for k, s in enumerate(t["refine"][:3])]
+    lines.append(f"drawing: {png}  (left: GT green, union magenta, anchors yellow; "
+                 "right: regions I green, R yellow, H orange, F grey)")
+    return "\n".join(lines)

@@ -1,0 +1,185 @@
+"""Offset supervision around a GT mask: regions, offset targets, box corners, proposals.
+
+For every grid point ``p`` and its 3x3 neighbourhood at one offset step, an ordered rule puts
+``p`` in exactly one region (DESIGN.md section 3):
+
+1. none of the 9 positions inside the GT -> ``F`` (Far: no GT pixel within ``far_steps`` steps,
+   Chebyshev, per axis in that axis's step) or ``H`` (Hard-Delete: near, but no single step lands
+   inside); both are answered ``<DELETE>``;
+2. ``p`` inside the GT eroded by one step (the whole +-1-step box around ``p`` is GT) -> ``I``
+   (Inside), answered ``<OFF_0_0>``;
+3. otherwise ``R`` (Ring), answered by the step whose landing point is deepest inside the GT
+   (largest distance to the background; ties keep ``(0, 0)``, then straight moves before
+   diagonal ones).
+
+A position samples the pixel that contains it; positions off the image are background.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .tokens import OFFSET_STEPS, Box, Grid, Mask, OffsetGroup, Refinement, encode
+from .tokens.vocab import offset_token
+
+# Candidate steps in tie-break order: keep, then straight moves, then diagonals.
+STEPS: tuple[tuple[int, int], ...] = ((0, 0), (0, 1), (-1, 0), (1, 0), (0, -1), (-1, 1), (1, 1), (-1, -1), (1, -1))
+DELETE_ID = len(OFFSET_STEPS)  # offset index of <DELETE> in vocabulary order
+_VOCAB_INDEX = np.array([OFFSET_STEPS.index(s) for s in STEPS])
+
+
+@dataclass
+class Labels:
+    regions: str  # n*n chars I/R/H/F, raster order
+    offsets: np.ndarray  # int8 [n*n]: offset-token index in vocabulary order (9 = <DELETE>)
+
+    def step(self, k: int) -> tuple[int, int] | None:
+        o = int(self.offsets[k])
+        return None if o == DELETE_ID else OFFSET_STEPS[o]
+
+    @property
+    def offsets_str(self) -> str:
+        return "".join(str(int(o)) for o in self.offsets)
+
+
+def neighbourhood(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel columns/rows sampled by each grid point's 9 positions: int arrays [n*n, 9] (STEPS order)."""
+    n = grid.n
+    sx, sy = grid.step
+    ii, jj = np.meshgrid(np.arange(n), np.arange(n))  # raster: j rows, i columns
+    ax = ((ii.ravel() + 0.5) * grid.width / n)[:, None]
+    ay = ((jj.ravel() + 0.5) * grid.height / n)[:, None]
+    du = np.array([s[0] for s in STEPS])[None, :]
+    dv = np.array([s[1] for s in STEPS])[None, :]
+    return np.floor(ax + du * sx).astype(np.int64), np.floor(ay - dv * sy).astype(np.int64)
+
+
+def _sample(mask: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    h, w = mask.shape
+    ok = (cols >= 0) & (cols < w) & (rows >= 0) & (rows < h)
+    out = np.zeros(cols.shape, bool)
+    out[ok] = mask[rows[ok], cols[ok]]
+    return out
+
+
+def _box_sum(integral: np.ndarray, x0, y0, x1, y1) -> np.ndarray:
+    """Sum over pixel columns [x0, x1) and rows [y0, y1) (already clipped)."""
+    return integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+
+
+def label_regions(gt: np.ndarray, grid: Grid, far_steps: float = 2.0) -> Labels:
+    """Region and offset target of every grid point for one GT mask (bool [H, W])."""
+    h, w = gt.shape
+    cols, rows = neighbourhood(grid)
+    inside = _sample(gt, cols, rows)  # [n*n, 9]
+    integral = cv2.integral(gt.view(np.uint8))  # [h+1, w+1] int32
+    sx, sy = grid.step
+    ii, jj = np.meshgrid(np.arange(grid.n), np.arange(grid.n))
+    px = (ii.ravel() + 0.5) * grid.width / grid.n  # anchor positions, raster order
+    py = (jj.ravel() + 0.5) * grid.height / grid.n
+
+    # Inside: the +-1-step box of pixels (as sampled) is entirely GT and entirely on the image.
+    bx0, bx1 = cols.min(axis=1), cols.max(axis=1) + 1
+    by0, by1 = rows.min(axis=1), rows.max(axis=1) + 1
+    on_image = (bx0 >= 0) & (by0 >= 0) & (bx1 <= w) & (by1 <= h)
+    cx0, cx1 = np.clip(bx0, 0, w), np.clip(bx1, 0, w)
+    cy0, cy1 = np.clip(by0, 0, h), np.clip(by1, 0, h)
+    full = _box_sum(integral, cx0, cy0, cx1, cy1) == (cx1 - cx0) * (cy1 - cy0)
+    is_inside = on_image & full & inside[:, 0]
+
+    # Far vs Hard-Delete: any GT pixel within far_steps steps (Chebyshev box)?
+    fx0 = np.clip(np.floor(px - far_steps * sx), 0, w).astype(np.int64)
+    fx1 = np.clip(np.floor(px + far_steps * sx) + 1, 0, w).astype(np.int64)
+    fy0 = np.clip(np.floor(py - far_steps * sy), 0, h).astype(np.int64)
+    fy1 = np.clip(np.floor(py + far_steps * sy) + 1, 0, h).astype(np.int64)
+    near = _box_sum(integral, fx0, fy0, fx1, fy1) > 0
+
+    none_in = ~inside.any(axis=1)
+    regions = np.where(none_in, np.where(near, "H", "F"), np.where(is_inside, "I", "R"))
+    offsets = np.full(len(regions), DELETE_ID, np.int8)
+    offsets[is_inside & ~none_in] = OFFSET_STEPS.index((0, 0))
+
+    ring = np.flatnonzero(regions == "R")
+    if len(ring):
+        depth = _depth(gt, cols[ring], rows[ring])
+        offsets[ring] = _VOCAB_INDEX[np.argmax(depth, axis=1)]
+    return Labels("".join(regions.tolist()), offsets)
+
+
+def _depth(gt: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Distance to the background at each position (0 off the GT), on a padded crop of the GT."""
+    ys, xs = np.nonzero(gt)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    crop = np.zeros((y1 - y0 + 2, x1 - x0 + 2), np.uint8)
+    crop[1:-1, 1:-1] = gt[y0:y1, x0:x1]
+    dist = cv2.distanceTransform(crop, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.where(_sample(crop.astype(bool), cols - x0 + 1, rows - y0 + 1),
+                    dist[np.clip(rows - y0 + 1, 0, crop.shape[0] - 1), np.clip(cols - x0 + 1, 0, crop.shape[1] - 1)],
+                    -1.0)
+
+
+def box_corner_steps(box: list[float], grid: Grid) -> tuple[Box, tuple[tuple[int, int], tuple[int, int]]]:
+    """Each corner's nearest anchor, then the step that most reduces that corner's error."""
+    x0, y0, x1, y1 = box
+    anchors = (grid.nearest(x0, y0), grid.nearest(x1, y1))
+    steps = []
+    for (i, j), (cx, cy) in zip(anchors, ((x0, y0), (x1, y1))):
+        errs = [math.hypot(*(np.subtract(grid.position(i, j, s), (cx, cy)))) for s in STEPS]
+        steps.append(STEPS[int(np.argmin(errs))])
+    return Box(*anchors), (steps[0], steps[1])
+
+
+def deepest_anchor(gt: np.ndarray, grid: Grid) -> tuple[int, int]:
+    """The anchor nearest the GT's most interior pixel (the point grounding)."""
+    dist = cv2.distanceTransform(np.pad(gt.view(np.uint8), 1), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return grid.nearest(x - 1 + 0.5, y - 1 + 0.5)
+
+
+def offset_answer(kind: str, anchors: list[tuple[int, int]], labels: Labels, n: int) -> str:
+    """``<offset><kind>...</kind></offset>`` with each anchor's labelled step."""
+    steps = tuple(labels.step(j * n + i) for i, j in anchors)
+    return encode(Refinement((OffsetGroup(kind, steps),)))
+
+
+def sample_proposals(labels: Labels, k: int, weights: dict[str, float], rng: np.random.Generator) -> list[tuple[int, int]]:
+    """K distinct grid points drawn by region weight (towards Inside and Ring), raster order."""
+    n = int(round(math.sqrt(len(labels.regions))))
+    w = np.array([float(weights.get(r, 0.0)) for r in labels.regions])
+    if w.sum() <= 0:
+        return []
+    k = min(k, int(np.count_nonzero(w)))
+    picks = np.sort(rng.choice(len(w), size=k, replace=False, p=w / w.sum()))
+    return [(int(p % n), int(p // n)) for p in picks]
+
+
+def stable_rng(*parts: object) -> np.random.Generator:
+    """A generator seeded from the given values only, so any runner draws the same samples."""
+    return np.random.default_rng(zlib.crc32("/".join(map(str, parts)).encode()))
+
+
+def refinement_samples(labels: Labels, grid: Grid, box: list[float], selected: list[tuple[int, int]],
+                       k: int, samples: int, weights: dict[str, float], rng: np.random.Generator) -> list[dict]:
+    """Refinement turns for one target: the box corners, the selected anchors, K-point proposals."""
+    box_tokens, corner_steps = box_corner_steps(box, grid)
+    out = [{"kind": "box", "origin": "nearest",
+            "prompt": encode(box_tokens),
+            "answer": encode(Refinement((OffsetGroup("box", corner_steps),)))}]
+    if selected:
+        raster = sorted(selected, key=lambda a: (a[1], a[0]))
+        out.append({"kind": "seg", "origin": "selected", "prompt": encode(Mask(tuple(raster))),
+                    "answer": offset_answer("seg", raster, labels, grid.n)})
+    for _ in range(samples):
+        prop = sample_proposals(labels, k, weights, rng)
+        if prop:
+            out.append({"kind": "seg", "origin": "sampled", "prompt": encode(Mask(tuple(prop))),
+                        "answer": offset_answer("seg", prop, labels, grid.n)})
+    return out
+
+
+__all__ = ["Labels", "label_regions", "box_corner_steps", "deepest_anchor", "offset_answer",
+           "sample_proposals", "refinement_samples", "stable_rng", "neighbourhood", "offset_token"]

@@ -1,0 +1,101 @@
+"""Deterministic WebDataset shards: tar and npz bytes that depend only on their content.
+
+Tar members get a fixed mtime, uid/gid 0, empty owner names and mode 0644, in the order the
+caller gives (sorted keys, then sorted extensions). ``.npz`` files are zip archives with fixed
+timestamps (``numpy.savez`` stamps the current time). Shards are written under a temporary name
+and renamed when complete; the sidecar ``shard-NNNNNN.json`` is written last.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import zipfile
+from typing import Iterable
+
+import numpy as np
+
+from .storage import Storage
+
+MTIME = 0  # fixed member mtime (1970-01-01) so bytes do not depend on when we ran
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}.tar"
+
+
+def sidecar_name(index: int) -> str:
+    return f"shard-{index:06d}.json"
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An ``.npz`` (readable by ``np.load(..., allow_pickle=False)``) with deterministic bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(arrays):
+            arr = np.asarray(arrays[name])
+            if arr.dtype == object:
+                raise TypeError(f"array {name!r} has dtype object; the candidate table holds no pickles")
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            body = io.BytesIO()
+            np.lib.format.write_array(body, arr, allow_pickle=False)
+            zf.writestr(info, body.getvalue(), compresslevel=6)
+    return buf.getvalue()
+
+
+def load_npz(data: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def json_bytes(obj) -> bytes:
+    """Canonical JSON: sorted keys, compact, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def tar_bytes(samples: Iterable[tuple[str, dict[str, bytes]]]) -> bytes:
+    """A tar of ``(key, {ext: bytes})`` samples, members ``key.ext`` with fixed headers."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for key, members in samples:
+            if "." in key or "/" in key:
+                raise ValueError(f"sample key {key!r} must not contain '.' or '/'")
+            for ext in sorted(members):
+                data = members[ext]
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                info.mtime = MTIME
+                info.mode = 0o644
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_shard(storage: Storage, index: int, data: bytes, sidecar: dict) -> dict:
+    """Write a shard atomically (temp name, rename), then its sidecar with the checksum."""
+    name = shard_name(index)
+    tmp = f"{name}.tmp"
+    storage.write_bytes(tmp, data)
+    storage.rename(tmp, name)
+    sidecar = dict(sidecar, shard=name, sha256=sha256(data), bytes=len(data))
+    storage.write_bytes(sidecar_name(index), json_bytes(sidecar))
+    return sidecar
+
+
+def shard_is_complete(storage: Storage, index: int) -> dict | None:
+    """The sidecar if the shard exists and its checksum agrees; else None."""
+    try:
+        sidecar = json.loads(storage.read_bytes(sidecar_name(index)))
+        data = storage.read_bytes(shard_name(index))
+    except (FileNotFoundError, ValueError):
+        return None
+    return sidecar if sidecar.get("sha256") == sha256(data) else None

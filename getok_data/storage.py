@@ -1,0 +1,60 @@
+"""Output folders on a local path or any fsspec URL (object storage on a cluster)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import fsspec
+
+
+class Storage:
+    """A folder: read/write/rename/list by name, local or remote."""
+
+    def __init__(self, url: str | os.PathLike):
+        self.url = str(url)
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.local = self.fs.protocol in ("file", "local") or "file" in (self.fs.protocol or ())
+        if self.local:
+            self.root = str(Path(self.root).resolve())
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+    def exists(self, name: str) -> bool:
+        return self.fs.exists(self.path(name))
+
+    def read_bytes(self, name: str) -> bytes:
+        try:
+            with self.fs.open(self.path(name), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            if not self.exists(name):
+                raise FileNotFoundError(self.path(name)) from e
+            raise
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        if self.local:
+            # Write, flush and fsync so a rename never exposes a partial file after a crash.
+            with open(self.path(name), "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            with self.fs.open(self.path(name), "wb") as f:
+                f.write(data)
+
+    def rename(self, src: str, dst: str) -> None:
+        if self.local:
+            os.replace(self.path(src), self.path(dst))
+        else:
+            self.fs.mv(self.path(src), self.path(dst))
+
+    def remove(self, name: str) -> None:
+        if self.exists(name):
+            self.fs.rm(self.path(name))
+
+    def list(self, pattern: str = "*") -> list[str]:
+        return sorted(p.rsplit("/", 1)[-1] for p in self.fs.glob(self.path(pattern)))

@@ -1,0 +1,119 @@
+"""Independent re-check of a built dataset: checksums, tar structure, token IoU replays."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from .masks import resize_nearest, rle_to_mask
+from .selection import PackedTable, select, union_iou
+from .shards import load_npz, sha256
+from .storage import Storage
+from .tokens import Mask, encode
+
+IOU_TOL = 1e-9
+
+
+@dataclass
+class ShardReport:
+    shard: str
+    samples: int = 0
+    targets: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def iter_samples(data: bytes) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Group a tar's members into ``(key, {ext: bytes})`` by the key before the first dot."""
+    key, members = None, {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
+        for info in tf:
+            if not info.isfile():
+                continue
+            k, _, ext = info.name.partition(".")
+            if key is not None and k != key:
+                yield key, members
+                members = {}
+            key = k
+            members[ext] = tf.extractfile(info).read()
+    if key is not None:
+        yield key, members
+
+
+def check_sample(key: str, members: dict[str, bytes]) -> tuple[int, list[str]]:
+    """Problems with one sample (empty list: fine) and its number of targets."""
+    problems = []
+    if "json" not in members or "cand.npz" not in members:
+        return 0, [f"{key}: missing .json or .cand.npz"]
+    meta = json.loads(members["json"])
+    ext = meta.get("image_ext")
+    if ext not in members:
+        problems.append(f"{key}: missing image member .{ext}")
+    if meta.get("key") != key:
+        problems.append(f"{key}: json key {meta.get('key')!r} differs from the tar key")
+    table = load_npz(members["cand.npz"])
+    h, w = (int(v) for v in table["shape"])
+    ptable = PackedTable(table["masks"], table["index"], (h, w))
+    n = meta["grid"]["n"]
+    if table["index"].shape != (n, n):
+        problems.append(f"{key}: index shape {table['index'].shape} != ({n}, {n})")
+        return len(meta["targets"]), problems
+    for t in meta["targets"]:
+        where = f"{key}/{t['target_id']}"
+        gt = np.packbits(resize_nearest(rle_to_mask(t["mask_rle"]), (h, w)).reshape(-1))
+        ids = [int(table["index"][j, i]) for i, j in t["anchors"]]
+        if any(u < 0 for u in ids):
+            problems.append(f"{where}: an anchor has no candidate mask")
+            continue
+        iou = union_iou(ptable, ids, gt)
+        if abs(iou - t["token_iou"]) > IOU_TOL:
+            problems.append(f"{where}: decoded IoU {iou:.6f} != recorded token_iou {t['token_iou']:.6f}")
+        if meta["selection"]["method"] == "sorted":
+            replay = select(ptable, gt, "sorted", meta["selection"]["tau"]).token_iou
+            if abs(replay - t["token_iou"]) > IOU_TOL:
+                problems.append(f"{where}: sorted-greedy replay IoU {replay:.6f} != {t['token_iou']:.6f}")
+        raster = sorted((tuple(a) for a in t["anchors"]), key=lambda a: (a[1], a[0]))
+        seg = encode(Mask(tuple(raster))) if raster else None
+        if seg != t["tokens"]["seg"]:
+            problems.append(f"{where}: tokens.seg does not match the anchors")
+        if len(t["regions"]) != n * n:
+            problems.append(f"{where}: regions has {len(t['regions'])} chars, expected {n * n}")
+    return len(meta["targets"]), problems
+
+
+def verify_shard(storage: Storage, name: str, sidecar: dict | None) -> ShardReport:
+    report = ShardReport(name)
+    try:
+        data = storage.read_bytes(name)
+    except FileNotFoundError:
+        report.problems.append("missing shard file")
+        return report
+    if sidecar is None:
+        report.problems.append("missing sidecar")
+    elif sidecar.get("sha256") != sha256(data):
+        report.problems.append(f"sha256 {sha256(data)[:12]} != sidecar {sidecar.get('sha256', '')[:12]}")
+    try:
+        for key, members in iter_samples(data):
+            count, problems = check_sample(key, members)
+            report.samples += 1
+            report.targets += count
+            report.problems += problems
+    except (tarfile.TarError, ValueError, KeyError, OSError) as e:
+        report.problems.append(f"unreadable: {type(e).__name__}: {e}")
+    return report
+
+
+def verify_dir(url: str) -> Iterator[ShardReport]:
+    """One report per shard listed by the manifest (or found in the folder)."""
+    storage = Storage(url)
+    names = storage.list("shard-*.tar")
+    if storage.exists("manifest.json"):
+        manifest = json.loads(storage.read_bytes("manifest.json"))
+        names = sorted(set(names) | {s["shard"] for s in manifest.get("shards", [])})
+    for name in names:
+        side = name[:-4] + ".json"
+        sidecar = json.loads(storage.read_bytes(side)) if storage.exists(side) else None
+        yield verify_shard(storage, name, sidecar)
