@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .labelling import Labels, deepest_anchor, label_regions, refinement_samples, stable_rng
+from .labelling import Depth, Labels, deepest_anchor, label_regions, refinement_samples, stable_rng
 from .masks import resize_nearest, rle_to_mask
 from .selection import PackedTable, select
 from .tokens import Grid, Mask, Point, box_from_xyxy, encode, keypoints_to_points
@@ -27,19 +27,14 @@ def table_arrays(table) -> dict[str, np.ndarray]:
     }
 
 
-def representative_anchors(ptable: PackedTable, gt: np.ndarray, grid: Grid) -> list[tuple[int, int]]:
-    """One grid point per unique mask: the first (raster order) lying on the GT, else the first."""
-    reps = []
+def representative_anchor(points: list[tuple[int, int]], gt: np.ndarray, grid: Grid) -> tuple[int, int]:
+    """The grid point that names a mask: the first (raster order) lying on the GT, else the first."""
     h, w = gt.shape
-    for pts in ptable.anchors_of():
-        rep = pts[0] if pts else (-1, -1)
-        for i, j in pts:
-            x, y = grid.anchor(i, j)
-            if gt[min(int(y), h - 1), min(int(x), w - 1)]:
-                rep = (i, j)
-                break
-        reps.append(rep)
-    return reps
+    for i, j in points:
+        x, y = grid.anchor(i, j)
+        if gt[min(int(y), h - 1), min(int(x), w - 1)]:
+            return i, j
+    return points[0]
 
 
 def annotate_target(target: Target, ptable: PackedTable, grid: Grid, cfg: dict, key: str) -> dict:
@@ -52,10 +47,10 @@ def annotate_target(target: Target, ptable: PackedTable, grid: Grid, cfg: dict, 
     sel_cfg, lab_cfg = cfg["selection"], cfg["labelling"]
     gt_small = np.packbits(resize_nearest(gt, ptable.shape).reshape(-1))
     sel = select(ptable, gt_small, sel_cfg["method"], float(sel_cfg["tau"]))
-    reps = representative_anchors(ptable, gt, grid) if sel.mask_ids else []
-    anchors = [reps[u] for u in sel.mask_ids]
+    anchors = [representative_anchor(ptable.anchors_of()[u], gt, grid) for u in sel.mask_ids]
     raster = sorted(anchors, key=lambda a: (a[1], a[0]))
-    labels: Labels = label_regions(gt, grid, float(lab_cfg["far_steps"]))
+    depth = Depth(gt)
+    labels: Labels = label_regions(gt, grid, float(lab_cfg["far_steps"]), depth)
     rng = stable_rng(key, target.target_id, lab_cfg["seed"])
     out = {
         "target_id": target.target_id, "ann_id": target.ann_id, "ref_id": target.ref_id,
@@ -66,7 +61,7 @@ def annotate_target(target: Target, ptable: PackedTable, grid: Grid, cfg: dict, 
         "token_iou": float(sel.token_iou),
         "token_count": len(anchors),
         "tokens": {
-            "point": encode(Point(deepest_anchor(gt, grid))),
+            "point": encode(Point(deepest_anchor(gt, grid, depth))),
             "box": encode(box_from_xyxy(target.box, grid)),
             "seg": encode(Mask(tuple(raster))) if raster else None,
         },

@@ -16,6 +16,7 @@ A position samples the pixel that contains it; positions off the image are backg
 """
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ class Labels:
         return "".join(str(int(o)) for o in self.offsets)
 
 
+@functools.lru_cache(maxsize=64)
 def neighbourhood(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     """Pixel columns/rows sampled by each grid point's 9 positions: int arrays [n*n, 9] (STEPS order)."""
     n = grid.n
@@ -55,7 +57,39 @@ def neighbourhood(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     ay = ((jj.ravel() + 0.5) * grid.height / n)[:, None]
     du = np.array([s[0] for s in STEPS])[None, :]
     dv = np.array([s[1] for s in STEPS])[None, :]
-    return np.floor(ax + du * sx).astype(np.int64), np.floor(ay - dv * sy).astype(np.int64)
+    cols = np.floor(ax + du * sx).astype(np.int64)
+    rows = np.floor(ay - dv * sy).astype(np.int64)
+    cols.flags.writeable = rows.flags.writeable = False  # shared through the cache
+    return cols, rows
+
+
+class Depth:
+    """Distance to the background inside the GT (L2, 5x5 mask), on a padded crop of its bbox.
+
+    Computed once per target; used for Ring steps and for the point grounding.
+    """
+
+    def __init__(self, gt: np.ndarray):
+        ys, xs = np.nonzero(gt)
+        self.y0, self.x0 = int(ys.min()) - 1, int(xs.min()) - 1
+        y1, x1 = int(ys.max()) + 2, int(xs.max()) + 2
+        crop = np.zeros((y1 - self.y0, x1 - self.x0), np.uint8)
+        crop[1:-1, 1:-1] = gt[self.y0 + 1 : y1 - 1, self.x0 + 1 : x1 - 1]
+        self.dist = cv2.distanceTransform(crop, cv2.DIST_L2, 5)
+
+    def at(self, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Depth at pixel positions; -1 outside the crop (so outside the GT)."""
+        c, r = cols - self.x0, rows - self.y0
+        h, w = self.dist.shape
+        ok = (c >= 0) & (c < w) & (r >= 0) & (r < h)
+        out = np.full(cols.shape, -1.0, np.float32)
+        out[ok] = self.dist[r[ok], c[ok]]
+        return np.where(out > 0, out, -1.0)
+
+    def deepest(self) -> tuple[float, float]:
+        """Centre of the most interior pixel (first in raster order among ties)."""
+        y, x = np.unravel_index(int(np.argmax(self.dist)), self.dist.shape)
+        return x + self.x0 + 0.5, y + self.y0 + 0.5
 
 
 def _sample(mask: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -71,8 +105,8 @@ def _box_sum(integral: np.ndarray, x0, y0, x1, y1) -> np.ndarray:
     return integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
 
 
-def label_regions(gt: np.ndarray, grid: Grid, far_steps: float = 2.0) -> Labels:
-    """Region and offset target of every grid point for one GT mask (bool [H, W])."""
+def label_regions(gt: np.ndarray, grid: Grid, far_steps: float = 2.0, depth: Depth | None = None) -> Labels:
+    """Region and offset target of every grid point for one GT mask (bool [H, W], non-empty)."""
     h, w = gt.shape
     cols, rows = neighbourhood(grid)
     inside = _sample(gt, cols, rows)  # [n*n, 9]
@@ -105,21 +139,9 @@ def label_regions(gt: np.ndarray, grid: Grid, far_steps: float = 2.0) -> Labels:
 
     ring = np.flatnonzero(regions == "R")
     if len(ring):
-        depth = _depth(gt, cols[ring], rows[ring])
-        offsets[ring] = _VOCAB_INDEX[np.argmax(depth, axis=1)]
+        depth = depth or Depth(gt)
+        offsets[ring] = _VOCAB_INDEX[np.argmax(depth.at(cols[ring], rows[ring]), axis=1)]
     return Labels("".join(regions.tolist()), offsets)
-
-
-def _depth(gt: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Distance to the background at each position (0 off the GT), on a padded crop of the GT."""
-    ys, xs = np.nonzero(gt)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    crop = np.zeros((y1 - y0 + 2, x1 - x0 + 2), np.uint8)
-    crop[1:-1, 1:-1] = gt[y0:y1, x0:x1]
-    dist = cv2.distanceTransform(crop, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return np.where(_sample(crop.astype(bool), cols - x0 + 1, rows - y0 + 1),
-                    dist[np.clip(rows - y0 + 1, 0, crop.shape[0] - 1), np.clip(cols - x0 + 1, 0, crop.shape[1] - 1)],
-                    -1.0)
 
 
 def box_corner_steps(box: list[float], grid: Grid) -> tuple[Box, tuple[tuple[int, int], tuple[int, int]]]:
@@ -133,11 +155,9 @@ def box_corner_steps(box: list[float], grid: Grid) -> tuple[Box, tuple[tuple[int
     return Box(*anchors), (steps[0], steps[1])
 
 
-def deepest_anchor(gt: np.ndarray, grid: Grid) -> tuple[int, int]:
-    """The anchor nearest the GT's most interior pixel (the point grounding)."""
-    dist = cv2.distanceTransform(np.pad(gt.view(np.uint8), 1), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return grid.nearest(x - 1 + 0.5, y - 1 + 0.5)
+def deepest_anchor(gt: np.ndarray, grid: Grid, depth: Depth | None = None) -> tuple[int, int]:
+    """The anchor of the cell holding the GT's most interior pixel (the point grounding)."""
+    return grid.nearest(*(depth or Depth(gt)).deepest())
 
 
 def offset_answer(kind: str, anchors: list[tuple[int, int]], labels: Labels, n: int) -> str:
@@ -181,5 +201,5 @@ def refinement_samples(labels: Labels, grid: Grid, box: list[float], selected: l
     return out
 
 
-__all__ = ["Labels", "label_regions", "box_corner_steps", "deepest_anchor", "offset_answer",
+__all__ = ["Depth", "Labels", "label_regions", "box_corner_steps", "deepest_anchor", "offset_answer",
            "sample_proposals", "refinement_samples", "stable_rng", "neighbourhood", "offset_token"]

@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from getok_data.sample import SampleResult, finish, prepare, segment_prepared
+from getok_data.sample import Prepared, SampleResult, finish, prepare, segment_prepared
 from getok_data.shards import tar_bytes, write_shard
 from getok_data.storage import Storage
 from getok_data.types import ImageRecord
 
 SEGMENT_BATCH = 8  # images per segmenter call (the SAM encoder batches them)
+
+
+def _prepare_all(records: list[ImageRecord]) -> list[Prepared]:
+    return [prepare(r) for r in records]
 
 
 def build_shard(index: int, records: list[ImageRecord], segmenter, cfg: dict, config_hash: str,
@@ -20,14 +25,20 @@ def build_shard(index: int, records: list[ImageRecord], segmenter, cfg: dict, co
     t0 = time.perf_counter()
     n = int(cfg["grid"]["n"])
     results: list[SampleResult] = []
-    for b in range(0, len(records), SEGMENT_BATCH):
-        prepared = [prepare(r) for r in records[b : b + SEGMENT_BATCH]]
-        tables = segment_prepared(prepared, segmenter, n)
-        for p, table in zip(prepared, tables):
-            res = finish(p, table, cfg, segmenter.identity)
-            results.append(res)
-            if on_image:
-                on_image(res)
+    batches = [records[b : b + SEGMENT_BATCH] for b in range(0, len(records), SEGMENT_BATCH)]
+    # Read and decode the next batch in a thread while the segmenter works on this one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(_prepare_all, batches[0]) if batches else None
+        for k in range(len(batches)):
+            prepared = ahead.result()
+            if k + 1 < len(batches):
+                ahead = pool.submit(_prepare_all, batches[k + 1])
+            tables = segment_prepared(prepared, segmenter, n)
+            for p, table in zip(prepared, tables):
+                res = finish(p, table, cfg, segmenter.identity)
+                results.append(res)
+                if on_image:
+                    on_image(res)
     data = tar_bytes((r.key, r.members) for r in results if r.members is not None)
     ok = [r for r in results if r.members is not None]
     sidecar = {

@@ -1,0 +1,131 @@
+"""Ray runner: actors that each hold one segmenter (on their GPU), a shard per task.
+
+- Each actor builds its segmenter once (``num_gpus`` per actor, fractional allowed; 0 on CPU
+  clusters) and runs :func:`pipelines.shard_job.build_shard`, the same code as the local runner,
+  so outputs are byte-identical whatever ran them.
+- A dead actor (node loss, OOM, ``kill -9``) is restarted by Ray (``max_restarts``); the driver
+  re-submits its shard to a live actor. A shard that exceeds ``shard_timeout_s`` has its actor
+  killed and is retried the same way. A shard fails the job only after ``max_retries``.
+- Bad input never reaches this level: ``build_shard`` quarantines it per image.
+- All progress lives in the output folder (sidecars), so a fresh cluster (a KubeRay retry) resumes.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+
+import ray
+
+from getok_data.segmenters import build_segmenter
+from getok_data.storage import Storage
+
+from .build import BuildError, completed, make_source, plan
+from .progress import Progress
+from .shard_job import build_shard
+
+
+class ShardWorker:
+    """Holds one segmenter; builds whole shards."""
+
+    def __init__(self, segmenter_cfg: dict):
+        self.segmenter = build_segmenter(segmenter_cfg)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def build(self, index: int, records: list, cfg: dict, chash: str, out: str) -> dict:
+        return build_shard(index, records, self.segmenter, cfg, chash, out)
+
+
+def _connect(address: str | None) -> None:
+    if ray.is_initialized():
+        return
+    env = {"env_vars": {"PYTHONHASHSEED": "0"}}
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=False)
+    else:
+        ray.init(runtime_env=env, log_to_driver=False, include_dashboard=False)
+
+
+def _num_actors(bcfg: dict) -> int:
+    if bcfg.get("num_actors"):
+        return int(bcfg["num_actors"])
+    res = ray.cluster_resources()
+    gpus = float(bcfg.get("gpus_per_actor") or 0)
+    by_cpu = int(res.get("CPU", 1) // max(float(bcfg.get("cpus_per_actor") or 1), 1e-6))
+    by_gpu = int(res.get("GPU", 0) // gpus) if gpus > 0 else by_cpu
+    return max(1, min(by_cpu, by_gpu))
+
+
+def run_ray(cfg: dict, chash: str, storage: Storage, progress: bool = True) -> tuple[list[dict], int]:
+    bcfg = cfg["build"]
+    _connect(bcfg.get("address"))
+    actor_cls = ray.remote(
+        num_cpus=float(bcfg.get("cpus_per_actor") or 1), num_gpus=float(bcfg.get("gpus_per_actor") or 0),
+        max_restarts=-1, max_task_retries=0,
+    )(ShardWorker)
+    actors = [actor_cls.remote(cfg["segmenter"]) for _ in range(_num_actors(bcfg))]
+    idle = deque(actors)
+    timeout = float(bcfg.get("shard_timeout_s") or 3600)
+    max_retries = int(bcfg.get("max_retries") or 3)
+
+    sidecars: dict[int, dict] = {}
+    pending = plan(make_source(cfg), int(bcfg["images_per_shard"]))
+    retry: deque = deque()  # (index, records) to run again
+    attempts: dict[int, int] = {}
+    running: dict = {}  # ref -> (index, records, actor, started)
+    num_shards = 0
+    exhausted = False
+
+    with Progress(enabled=progress) as bar:
+        while True:
+            # Keep every idle actor busy: retries first, then the next planned shards.
+            while idle and (retry or not exhausted):
+                if retry:
+                    index, records = retry.popleft()
+                else:
+                    nxt = next(pending, None)
+                    if nxt is None:
+                        exhausted = True
+                        break
+                    index, records = nxt
+                    num_shards = index + 1
+                    done = completed(storage, index)
+                    if done is not None:
+                        sidecars[index] = done
+                        bar.skip(done)
+                        continue
+                actor = idle.popleft()
+                ref = actor.build.remote(index, records, cfg, chash, storage.url)
+                running[ref] = (index, records, actor, time.monotonic())
+            if not running:
+                break
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=5.0)
+            for ref in ready:
+                index, records, actor, _ = running.pop(ref)
+                try:
+                    sidecars[index] = ray.get(ref)
+                    bar.shard(sidecars[index], images_counted=False)
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
+                    _retry(index, records, attempts, max_retries, retry, f"actor died: {type(e).__name__}")
+                except ray.exceptions.RayTaskError as e:
+                    _retry(index, records, attempts, max_retries, retry, f"task failed: {e}")
+                idle.append(actor)  # Ray restarts a dead actor in place
+            now = time.monotonic()
+            for ref, (index, records, actor, started) in list(running.items()):
+                if now - started > timeout:  # a hung worker: kill it, retry the shard
+                    running.pop(ref)
+                    ray.kill(actor, no_restart=False)
+                    _retry(index, records, attempts, max_retries, retry, f"timed out after {timeout:.0f}s")
+                    idle.append(actor)
+    for a in actors:
+        ray.kill(a, no_restart=True)
+    return [sidecars[k] for k in sorted(sidecars)], num_shards
+
+
+def _retry(index: int, records: list, attempts: dict, max_retries: int, retry: deque, why: str) -> None:
+    attempts[index] = attempts.get(index, 0) + 1
+    if attempts[index] > max_retries:
+        raise BuildError(f"shard {index} failed {attempts[index]} times; last: {why}")
+    retry.append((index, records))
