@@ -49,7 +49,8 @@ class Target:
 class ImageRecord:
     """One image with all its targets, as a source yields it.
 
-    Exactly one of ``image_path`` / ``image_bytes`` is set. ``errors`` holds the
+    At most one of ``image_path`` / ``image_bytes`` is set (neither: an image-level error
+    is in ``errors``). ``errors`` holds the
     target-level problems found while loading (the bad targets are not in ``targets``).
     """
 

@@ -56,7 +56,8 @@ def test_geometry_round_trip_on_non_square_images(size, data):
     assert (x, y) == pytest.approx(((i + 0.5) * w / n, (j + 0.5) * h / n))
     assert g.nearest(x, y) == (i, j)
     # Any pixel inside the cell quantises to that cell's anchor.
-    fx, fy = data.draw(st.floats(0, 0.999)), data.draw(st.floats(0, 0.999))
+    # (exact cell edges are ambiguous in floating point: stay a hair inside)
+    fx, fy = data.draw(st.floats(0.001, 0.999)), data.draw(st.floats(0.001, 0.999))
     assert g.nearest((i + fx) * w / n, (j + fy) * h / n) == (i, j)
     assert point_from_xy(x, y, g) == Point((i, j))
 

@@ -1,0 +1,200 @@
+"""COCO instances / person-keypoints JSON as a grounding source (category name = expression).
+
+Also holds ``load_instances``, the COCO JSON index that the REFER sources reuse.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from numbers import Integral
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..types import ErrorRecord, ImageRecord, Target
+from .base import (
+    Source,
+    check_image_size,
+    check_limit,
+    decode_target_mask,
+    id_sort_key,
+    resolve_image_path,
+    source_error,
+)
+
+__all__ = ["CocoIndex", "load_instances", "CocoSource"]
+
+
+@dataclass
+class CocoIndex:
+    """The parts of a COCO JSON a source needs, indexed by id."""
+
+    path: str
+    images: dict[Any, dict] = field(default_factory=dict)
+    anns: dict[Any, dict] = field(default_factory=dict)
+    img_to_anns: dict[Any, list[dict]] = field(default_factory=lambda: defaultdict(list))
+    cats: dict[Any, dict] = field(default_factory=dict)
+
+    def category_name(self, cat_id: Any) -> str | None:
+        cat = self.cats.get(cat_id)
+        name = cat.get("name") if cat else None
+        return name if isinstance(name, str) and name.strip() else None
+
+
+def _hashable_id(v: Any) -> bool:
+    return (isinstance(v, Integral) and not isinstance(v, bool)) or isinstance(v, str)
+
+
+def load_instances(path: str | Path) -> CocoIndex:
+    """Read a COCO JSON (instances or person keypoints) and index images, anns and categories.
+
+    Raises ``ValueError`` naming the file when the top-level structure is not COCO-like
+    (missing lists, entries without a usable ``id``, duplicate image ids).
+    """
+    p = str(path)
+    with open(p, "rb") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected a COCO JSON object at the top level")
+    index = CocoIndex(path=p)
+    for key in ("images", "annotations"):
+        if not isinstance(data.get(key), list):
+            raise ValueError(f"{p}: '{key}' must be a list")
+    cats = data.get("categories", [])
+    if not isinstance(cats, list):
+        raise ValueError(f"{p}: 'categories' must be a list")
+    for kind, items, table in (("image", data["images"], index.images), ("category", cats, index.cats)):
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or not _hashable_id(item.get("id")):
+                raise ValueError(f"{p}: {kind} #{i} has no int/str 'id'")
+            if item["id"] in table:
+                raise ValueError(f"{p}: duplicate {kind} id {item['id']!r}")
+            table[item["id"]] = item
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or not _hashable_id(ann.get("id")) or not _hashable_id(ann.get("image_id")):
+            raise ValueError(f"{p}: annotation #{i} lacks an int/str 'id' or 'image_id'")
+        if ann["id"] in index.anns:
+            raise ValueError(f"{p}: duplicate annotation id {ann['id']!r}")
+        index.anns[ann["id"]] = ann
+        index.img_to_anns[ann["image_id"]].append(ann)
+    return index
+
+
+def _keypoints(ann: dict, cat: dict | None) -> tuple[list[list[float]] | None, list[str] | None]:
+    kps = ann.get("keypoints")
+    n = ann.get("num_keypoints", 0)
+    if not isinstance(kps, list) or not kps or not isinstance(n, Integral) or n <= 0:
+        return None, None
+    if len(kps) % 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in kps):
+        raise ValueError(f"malformed keypoints (length {len(kps)}, expected [x, y, v] * K)")
+    points = [[float(kps[i]), float(kps[i + 1]), float(kps[i + 2])] for i in range(0, len(kps), 3)]
+    names = cat.get("keypoints") if cat else None
+    if not (isinstance(names, list) and len(names) == len(points) and all(isinstance(s, str) for s in names)):
+        names = None
+    return points, names
+
+
+class CocoSource(Source):
+    """One ``ImageRecord`` per image of a COCO JSON, one ``Target`` per annotation.
+
+    Options: ``annotations`` (path to the JSON), ``image_root`` (folder holding the files named by
+    ``images[].file_name``), ``split`` (only a label for the sample keys, default ``"train"``; all
+    images of the file are used), ``limit`` (first N images by id), ``include_crowd`` (default
+    True; when False, ``iscrowd=1`` annotations are left out by policy, not as errors).
+    Images without any annotation (after the crowd policy) are skipped: there is nothing to ground.
+    """
+
+    OPTIONS = ("annotations", "image_root", "split", "limit", "include_crowd")
+    name = "coco"
+
+    def __init__(
+        self,
+        *,
+        annotations: str | Path,
+        image_root: str | Path,
+        split: str = "train",
+        limit: int | None = None,
+        include_crowd: bool = True,
+    ) -> None:
+        if annotations is None or image_root is None:
+            raise ValueError("coco source needs annotations= and image_root=")
+        self.annotations = Path(annotations)
+        self.image_root = Path(image_root)
+        if not self.annotations.is_file():
+            raise FileNotFoundError(f"annotations file not found: {self.annotations}")
+        if not self.image_root.is_dir():
+            raise FileNotFoundError(f"image root is not a folder: {self.image_root}")
+        if not isinstance(split, str) or not split:
+            raise ValueError(f"split must be a non-empty string, got {split!r}")
+        self.split = split
+        self.limit = check_limit(limit)
+        self.include_crowd = bool(include_crowd)
+
+    def describe(self) -> dict:
+        return {
+            "source": self.name,
+            "annotations": str(self.annotations.resolve()),
+            "image_root": str(self.image_root.resolve()),
+            "split": self.split,
+            "limit": self.limit,
+            "include_crowd": self.include_crowd,
+        }
+
+    def records(self) -> Iterator[ImageRecord]:
+        index = load_instances(self.annotations)
+        # Every image id that has at least one annotation kept by the crowd policy, including ids
+        # missing from images[] (those become image-level errors, never vanish).
+        usable = [
+            i for i, anns in index.img_to_anns.items()
+            if any(self.include_crowd or not a.get("iscrowd") for a in anns)
+        ]
+        usable.sort(key=id_sort_key)
+        if self.limit is not None:
+            usable = usable[: self.limit]
+        for image_id in usable:
+            yield self._record(index, image_id)
+
+    def _record(self, index: CocoIndex, image_id: Any) -> ImageRecord:
+        err = lambda reason, **kw: source_error(self.name, self.split, image_id, reason, **kw)  # noqa: E731
+        img = index.images.get(image_id)
+        anns = [a for a in index.img_to_anns.get(image_id, []) if self.include_crowd or not a.get("iscrowd")]
+        rec = ImageRecord(source=self.name, split=self.split, image_id=image_id, width=0, height=0, targets=[])
+        if img is None:
+            ids = ", ".join(str(a["id"]) for a in anns)
+            rec.errors.append(err("unknown image_id in annotations: no images[] entry", detail=f"ann ids: {ids}"))
+            return rec
+        w, h = img.get("width"), img.get("height")
+        size_problem = check_image_size(w, h)
+        if size_problem:
+            rec.errors.append(err(size_problem))
+            return rec
+        rec.width, rec.height = int(w), int(h)
+        rec.image_path, problem = resolve_image_path(self.image_root, img.get("file_name"))
+        if problem:
+            rec.errors.append(err(problem))
+        for ann in sorted(anns, key=lambda a: id_sort_key(a["id"])):
+            target, error = self._target(index, ann, rec.height, rec.width, err)
+            if target is not None:
+                rec.targets.append(target)
+            else:
+                rec.errors.append(error)
+        return rec
+
+    def _target(self, index: CocoIndex, ann: dict, h: int, w: int, err: Any) -> tuple[Target | None, ErrorRecord | None]:
+        ann_id = ann["id"]
+        cat = index.cats.get(ann.get("category_id"))
+        name = index.category_name(ann.get("category_id"))
+        if name is None:
+            return None, err(f"unknown category_id {ann.get('category_id')!r}", ann_id=ann_id)
+        try:
+            _, rle, box = decode_target_mask(ann.get("segmentation"), h, w)
+            keypoints, keypoint_names = _keypoints(ann, cat)
+        except ValueError as e:
+            return None, err(str(e), ann_id=ann_id)
+        return Target(
+            target_id=f"ann{ann_id}", sentences=[name], category=name, mask_rle=rle, box=box,
+            ann_id=ann_id, keypoints=keypoints, keypoint_names=keypoint_names,
+        ), None

@@ -1,0 +1,201 @@
+"""RefCOCO / RefCOCO+ / RefCOCOg in the REFER layout (lichengunc/refer).
+
+``data_root/<dataset_dir>/refs(<split_by>).p`` (loaded by ``safe_pickle.safe_load``) and
+``data_root/<dataset_dir>/instances.json``; images at ``image_root / images[image_id].file_name``
+(never from ``ref["file_name"]``, which is not a real file). One ``ImageRecord`` per
+(split, image), one ``Target`` per ref of that split on that image.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..types import ImageRecord, Target
+from .base import (
+    Source,
+    check_image_size,
+    check_limit,
+    decode_target_mask,
+    id_sort_key,
+    record_sort_key,
+    resolve_image_path,
+    source_error,
+)
+from .coco import CocoIndex, load_instances
+from .safe_pickle import safe_load
+
+__all__ = ["ReferSource", "DEFAULT_SPLIT_BY"]
+
+#: Default ``split_by`` per dataset (the splits papers use).
+DEFAULT_SPLIT_BY = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_+.-]+$")
+
+
+def _sentences(ref: dict) -> tuple[list[str], list[Any]]:
+    """``raw`` stripped (falling back to ``sent``) for each sentence, with its ``sent_id``."""
+    sents: list[str] = []
+    ids: list[Any] = []
+    ref_sent_ids = ref.get("sent_ids") if isinstance(ref.get("sent_ids"), list) else []
+    for i, s in enumerate(ref["sentences"]):
+        text = ""
+        for key in ("raw", "sent"):
+            v = s.get(key)
+            if isinstance(v, str) and v.strip():
+                text = " ".join(v.split())
+                break
+        if not text:
+            continue
+        sents.append(text)
+        ids.append(s.get("sent_id", ref_sent_ids[i] if i < len(ref_sent_ids) else None))
+    return sents, ids
+
+
+class ReferSource(Source):
+    """A REFER-layout dataset (``refcoco``, ``refcoco+`` or ``refcocog``).
+
+    Options: ``data_root`` and ``image_root`` (required), ``split_by`` (default unc for
+    refcoco/refcoco+, umd for refcocog; when left at the default and that refs file is absent
+    but exactly one ``refs(*).p`` exists, that one is used and ``describe()`` says so),
+    ``split`` ("all" or a split value such as train/val/testA, exact match), ``limit``
+    (first N images after sorting), ``dataset_dir`` (folder under data_root, default the
+    dataset name).
+    """
+
+    OPTIONS = ("data_root", "image_root", "split_by", "split", "limit", "dataset_dir")
+
+    def __init__(
+        self,
+        dataset: str,
+        *,
+        data_root: str | Path,
+        image_root: str | Path,
+        split_by: str | None = None,
+        split: str = "all",
+        limit: int | None = None,
+        dataset_dir: str | None = None,
+    ) -> None:
+        if dataset not in DEFAULT_SPLIT_BY:
+            raise ValueError(f"unknown REFER dataset {dataset!r}; expected one of {sorted(DEFAULT_SPLIT_BY)}")
+        if data_root is None or image_root is None:
+            raise ValueError(f"{dataset} source needs data_root= and image_root=")
+        self.name = dataset
+        self.data_root = Path(data_root)
+        self.image_root = Path(image_root)
+        if not self.image_root.is_dir():
+            raise FileNotFoundError(f"image root is not a folder: {self.image_root}")
+        self.dataset_dir = dataset if dataset_dir is None else str(dataset_dir)
+        if not _SAFE_NAME.match(self.dataset_dir) or self.dataset_dir in (".", ".."):
+            raise ValueError(f"dataset_dir must be a plain folder name under data_root, got {dataset_dir!r}")
+        folder = self.data_root / self.dataset_dir
+        if not folder.resolve().is_relative_to(self.data_root.resolve()):
+            raise ValueError(f"dataset folder escapes data_root: {folder}")
+        if not folder.is_dir():
+            raise FileNotFoundError(f"REFER dataset folder not found: {folder}")
+        if not isinstance(split, str) or not split:
+            raise ValueError(f"split must be 'all' or a split name, got {split!r}")
+        self.split = split
+        self.limit = check_limit(limit)
+        self.split_by_requested = split_by
+        self.split_by, self.refs_file, self.split_by_note = self._resolve_refs(folder, split_by)
+        self.instances_file = folder / "instances.json"
+        if not self.instances_file.is_file():
+            raise FileNotFoundError(f"instances.json not found: {self.instances_file}")
+
+    def _resolve_refs(self, folder: Path, split_by: str | None) -> tuple[str, Path, str]:
+        wanted = split_by or DEFAULT_SPLIT_BY[self.name]
+        if not _SAFE_NAME.match(wanted):
+            raise ValueError(f"split_by must be a plain name, got {wanted!r}")
+        path = folder / f"refs({wanted}).p"
+        if path.is_file():
+            return wanted, path, ""
+        found = sorted(p for p in folder.glob("refs(*).p") if p.is_file())
+        names = [p.name for p in found]
+        if split_by is None and len(found) == 1:
+            other = found[0].name[len("refs("):-len(").p")]
+            return other, found[0], f"refs({wanted}).p not found; used the only refs file, {found[0].name}"
+        raise FileNotFoundError(f"{path} not found (refs files in {folder}: {names or 'none'})")
+
+    def describe(self) -> dict:
+        return {
+            "source": self.name,
+            "data_root": str(self.data_root.resolve()),
+            "image_root": str(self.image_root.resolve()),
+            "dataset_dir": self.dataset_dir,
+            "split_by": self.split_by,
+            "split_by_requested": self.split_by_requested,
+            "split_by_note": self.split_by_note,
+            "refs_file": str(self.refs_file.resolve()),
+            "instances_file": str(self.instances_file.resolve()),
+            "split": self.split,
+            "limit": self.limit,
+        }
+
+    def records(self) -> Iterator[ImageRecord]:
+        refs = safe_load(self.refs_file)
+        index = load_instances(self.instances_file)
+        if self.split != "all":
+            available = sorted({r["split"] for r in refs})
+            if self.split not in available:
+                raise ValueError(f"split {self.split!r} not in {self.refs_file.name}; available: {available}")
+            refs = [r for r in refs if r["split"] == self.split]
+        groups: dict[tuple[str, Any], list[dict]] = defaultdict(list)
+        for ref in refs:
+            groups[(ref["split"], ref["image_id"])].append(ref)
+        keys = sorted(groups, key=lambda k: record_sort_key(*k))
+        if self.limit is not None:
+            keys = keys[: self.limit]
+        for split, image_id in keys:
+            yield self._record(index, split, image_id, groups[(split, image_id)])
+
+    def _record(self, index: CocoIndex, split: str, image_id: Any, refs: list[dict]) -> ImageRecord:
+        err = lambda reason, **kw: source_error(self.name, split, image_id, reason, **kw)  # noqa: E731
+        rec = ImageRecord(source=self.name, split=split, image_id=image_id, width=0, height=0, targets=[])
+        refs = sorted(refs, key=lambda r: id_sort_key(r["ref_id"]))
+        img = index.images.get(image_id)
+        if img is None:
+            ids = ", ".join(str(r["ref_id"]) for r in refs)
+            rec.errors.append(err(f"unknown image_id {image_id!r}: not in instances.json", detail=f"ref ids: {ids}"))
+            return rec
+        size_problem = check_image_size(img.get("width"), img.get("height"))
+        if size_problem:
+            rec.errors.append(err(size_problem))
+            return rec
+        rec.width, rec.height = int(img["width"]), int(img["height"])
+        rec.image_path, problem = resolve_image_path(self.image_root, img.get("file_name"))
+        if problem:
+            rec.errors.append(err(problem))
+        seen: set[Any] = set()
+        for ref in refs:
+            ref_id, ann_id = ref["ref_id"], ref["ann_id"]
+            e = lambda reason: err(reason, ann_id=ann_id, ref_id=ref_id)  # noqa: E731
+            if ref_id in seen:
+                rec.errors.append(e(f"duplicate ref_id {ref_id!r} on this image"))
+                continue
+            seen.add(ref_id)
+            ann = index.anns.get(ann_id)
+            if ann is None:
+                rec.errors.append(e(f"ann_id {ann_id!r} not found in instances.json"))
+                continue
+            if ann.get("image_id") != image_id:
+                rec.errors.append(e(f"ann {ann_id!r} belongs to image {ann.get('image_id')!r}, not {image_id!r}"))
+                continue
+            sentences, sent_ids = _sentences(ref)
+            if not sentences:
+                rec.errors.append(e("ref has no non-empty sentence"))
+                continue
+            category = index.category_name(ann.get("category_id")) or index.category_name(ref.get("category_id"))
+            if category is None:
+                rec.errors.append(e(f"unknown category_id {ann.get('category_id')!r}"))
+                continue
+            try:
+                _, rle, box = decode_target_mask(ann.get("segmentation"), rec.height, rec.width)
+            except ValueError as ex:
+                rec.errors.append(e(str(ex)))
+                continue
+            rec.targets.append(Target(
+                target_id=f"ref{ref_id}", sentences=sentences, category=category, mask_rle=rle,
+                box=box, ann_id=ann_id, ref_id=ref_id, sent_ids=sent_ids,
+            ))
+        return rec
