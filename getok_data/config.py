@@ -34,8 +34,9 @@ DEFAULTS: dict[str, Any] = {
 # Sections (and build keys) that change the bytes of the shards; the rest is how we run.
 OUTPUT_SECTIONS = ("source", "grid", "segmenter", "selection", "labelling")
 OUTPUT_BUILD_KEYS = ("images_per_shard",)
-# Segmenter keys that select the hardware, not the result.
-RUNTIME_SEGMENTER_KEYS = ("device", "points_per_batch")
+# Segmenter keys that select the hardware, not the result (points_per_batch can move SAM
+# scores in the last bits, so it is part of the hash).
+RUNTIME_SEGMENTER_KEYS = ("device",)
 
 
 def deep_merge(base: dict, over: dict, where: str = "") -> dict:

@@ -101,7 +101,7 @@ def verify_shard(storage: Storage, name: str, sidecar: dict | None) -> ShardRepo
             report.samples += 1
             report.targets += count
             report.problems += problems
-    except (tarfile.TarError, ValueError, KeyError, OSError) as e:
+    except Exception as e:  # any corruption (tar, zip CRC, JSON) is a finding, not a crash
         report.problems.append(f"unreadable: {type(e).__name__}: {e}")
     return report
 

@@ -1,0 +1,249 @@
+"""SAM (segment-anything) segmenter: one encoder pass per image, all grid points decoded.
+
+Per image: ``ResizeLongestSide(1024)`` + normalise + pad (as ``SamPredictor.set_image``), one
+``image_encoder`` pass (several images batched in :meth:`SamSegmenter.segment_batch`), then the
+``n x n`` grid points are decoded in batches of ``points_per_batch`` by calling
+``model.prompt_encoder`` and ``model.mask_decoder`` directly. Only the LOW-RES logits
+(``[B, 3, 256, 256]``) are ever produced: one logit map per point is picked by the multimask
+rule, and that map is resampled bilinearly straight to the table resolution, sampling only the
+valid (unpadded) part of the 1024 input, then thresholded at ``model.mask_threshold``.
+Full-resolution masks (``points x 3 x 1024 x 1024``) are never materialised and
+``model.postprocess_masks`` is never called.
+
+Multimask rules: ``best_iou`` (argmax of the predicted IoU of the 3 multimask outputs),
+``"0" | "1" | "2"`` (a fixed multimask output), ``single`` (``multimask_output=False``).
+
+dtype: ``float32`` (default, on every device) or ``bfloat16`` (``torch.autocast`` on the model's
+device; meant for CUDA, on CPU it is only used when explicitly requested and is slow).
+Determinism: on CPU the same input and config always give the identical table, and
+``segment_batch`` equals ``segment`` per image (the CPU encoder runs image by image).
+``points_per_batch`` (and, on GPU, the encoder batch) only changes float rounding: logits and
+scores move by ~1e-7, so a mask pixel can only change where a logit is that close to 0.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything import sam_model_registry
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from .base import CandidateTable, SegmenterBase, check_image, grid_points, table_shape
+
+MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
+MULTIMASK_RULES = ("best_iou", "single", "0", "1", "2")
+DTYPES = ("float32", "bfloat16")
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str, chunk: int = 1 << 22) -> str:
+    """sha256 of a file, streamed; cached per (real path, size, mtime)."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    key = (real, st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(real, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else is passed to torch."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_sam(model_type: str, checkpoint: str | None, seed: int = 0) -> tuple[Sam, str]:
+    """Build a SAM model and its ``checkpoint_sha256`` identity string."""
+    if model_type == "tiny":
+        from .tiny_sam import build_tiny_sam
+
+        return build_tiny_sam(seed), f"random-seed-{int(seed)}"
+    if model_type not in sam_model_registry or model_type == "default":
+        raise ValueError(f"unknown sam model type {model_type!r}; valid: {', '.join(MODEL_TYPES)}")
+    if not checkpoint:
+        raise ValueError(
+            f"--sam-checkpoint PATH is required for {model_type}; "
+            "checkpoints cannot be downloaded at run time"
+        )
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"SAM checkpoint for {model_type} not found: {checkpoint}")
+    sha = file_sha256(checkpoint)
+    # Same as sam_model_registry[model_type](checkpoint=path), but loaded onto the CPU first
+    # (checkpoints saved from CUDA tensors then load on CPU-only machines) and weights-only.
+    model = sam_model_registry[model_type](checkpoint=None)
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    return model.eval(), sha
+
+
+class SamSegmenter(SegmenterBase):
+    """Grid-prompted SAM producing :class:`CandidateTable` s. ``self.model`` is the ``Sam`` module."""
+
+    def __init__(
+        self,
+        model_type: str = "vit_b",
+        checkpoint: str | None = None,
+        points_per_batch: int = 64,
+        multimask: str = "best_iou",
+        dtype: str = "float32",
+        device: str | torch.device = "auto",
+        table_max_side: int = 256,
+        seed: int = 0,
+        encoder_batch_size: int = 4,
+        model: Sam | None = None,
+    ) -> None:
+        multimask = str(multimask)
+        if multimask not in MULTIMASK_RULES:
+            raise ValueError(f"unknown multimask rule {multimask!r}; valid: {', '.join(MULTIMASK_RULES)}")
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+        if points_per_batch < 1 or encoder_batch_size < 1:
+            raise ValueError("points_per_batch and encoder_batch_size must be >= 1")
+        if model is None:
+            model, sha = load_sam(model_type, checkpoint, seed)
+        else:
+            sha = file_sha256(checkpoint) if checkpoint else "unknown"
+        self.device = resolve_device(device)
+        self.model: Sam = model.to(self.device).eval()
+        self.points_per_batch = int(points_per_batch)
+        self.encoder_batch_size = int(encoder_batch_size)
+        self.multimask = multimask
+        self.dtype = dtype
+        self.table_max_side = int(table_max_side)
+        self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
+        self.identity: dict[str, Any] = {
+            "name": "sam",
+            "model_type": model_type,
+            "checkpoint_sha256": sha,
+            "multimask": multimask,
+            "table_max_side": self.table_max_side,
+            "dtype": dtype,
+            "mask_threshold": float(self.model.mask_threshold),
+            "mask_source": "lowres_logits_bilinear",
+        }
+
+    # ------------------------------------------------------------------ encoder
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16"
+        )
+
+    def _prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Resize (longest side 1024), normalise and pad one image: ``[1, 3, 1024, 1024]``."""
+        resized = self.transform.apply_image(image)
+        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None].float()
+        return self.model.preprocess(x), (int(resized.shape[0]), int(resized.shape[1]))
+
+    @torch.inference_mode()
+    def encode(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Image embeddings ``[B, C, 64, 64]`` (one batched encoder pass) and resized input sizes."""
+        prepared = [self._prepare(im) for im in images]
+        with self._autocast():
+            if self.device.type == "cpu":
+                # CPU kernels round differently for different batch sizes; one image at a time
+                # keeps segment_batch bit-identical to segment (batching buys nothing on CPU).
+                feats = torch.cat([self.model.image_encoder(p[0]) for p in prepared], dim=0)
+            else:
+                feats = self.model.image_encoder(torch.cat([p[0] for p in prepared], dim=0))
+        return feats, [p[1] for p in prepared]
+
+    # ------------------------------------------------------------------ decoder
+    def _sample_grid(self, input_size: tuple[int, int], shape: tuple[int, int]) -> torch.Tensor:
+        """``grid_sample`` grid mapping table pixel centres to the valid part of the padded input."""
+        img = float(self.model.image_encoder.img_size)
+        (ih, iw), (h, w) = input_size, shape
+        ys = (torch.arange(h, dtype=torch.float64, device=self.device) + 0.5) * (ih / h)
+        xs = (torch.arange(w, dtype=torch.float64, device=self.device) + 0.5) * (iw / w)
+        gy, gx = torch.meshgrid(2.0 * ys / img - 1.0, 2.0 * xs / img - 1.0, indexing="ij")
+        return torch.stack([gx, gy], dim=-1).float()[None]  # [1, h, w, 2] as (x, y)
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        features: torch.Tensor,
+        input_size: tuple[int, int],
+        image_size: tuple[int, int],
+        points: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Masks for arbitrary ``(x, y)`` pixel points of one encoded image.
+
+        ``features``: ``[1, C, 64, 64]``. Returns bool ``[P, h, w]`` at table resolution and the
+        picked masks' predicted IoU, float32 ``[P]``.
+        """
+        H, W = image_size
+        shape = table_shape(H, W, self.table_max_side)
+        ih, iw = input_size
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        coords = torch.as_tensor(pts * np.array([iw / W, ih / H]), dtype=torch.float32, device=self.device)
+        grid = self._sample_grid(input_size, shape)
+        image_pe = self.model.prompt_encoder.get_dense_pe()
+        multi = self.multimask != "single"
+        fixed = None if self.multimask in ("best_iou", "single") else int(self.multimask)
+        out_masks: list[torch.Tensor] = []
+        out_scores: list[torch.Tensor] = []
+        for start in range(0, coords.shape[0], self.points_per_batch):
+            c = coords[start : start + self.points_per_batch, None, :]  # [B, 1, 2]
+            labels = torch.ones(c.shape[:2], dtype=torch.int, device=self.device)
+            with self._autocast():
+                sparse, dense = self.model.prompt_encoder(points=(c, labels), boxes=None, masks=None)
+                low, iou = self.model.mask_decoder(
+                    image_embeddings=features,
+                    image_pe=image_pe,
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=multi,
+                )
+            iou = iou.float()
+            if fixed is not None:
+                pick = torch.full((c.shape[0],), fixed, dtype=torch.long, device=self.device)
+            else:
+                pick = iou.argmax(dim=1)  # "single": one output, index 0
+            rows = torch.arange(c.shape[0], device=self.device)
+            logits = low[rows, pick].float()[:, None]  # [B, 1, 256, 256]
+            table = F.grid_sample(
+                logits, grid.expand(c.shape[0], -1, -1, -1), mode="bilinear",
+                padding_mode="border", align_corners=False,
+            )
+            out_masks.append(table[:, 0] > self.model.mask_threshold)
+            out_scores.append(iou[rows, pick])
+        if not out_masks:
+            return np.zeros((0, *shape), dtype=bool), np.zeros(0, dtype=np.float32)
+        masks = torch.cat(out_masks).cpu().numpy()
+        scores = torch.cat(out_scores).cpu().numpy().astype(np.float32)
+        return masks, scores
+
+    # ------------------------------------------------------------------ public
+    def segment_points(self, image: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Masks (bool ``[P, h, w]``) and scores for arbitrary ``(x, y)`` points, e.g. refined anchors."""
+        image = check_image(image)
+        feats, sizes = self.encode([image])
+        return self.decode(feats[:1], sizes[0], image.shape[:2], points)
+
+    def segment(self, image: np.ndarray, n: int) -> CandidateTable:
+        """Candidate table of one uint8 RGB image on the ``n x n`` grid."""
+        return self.segment_batch([image], n)[0]
+
+    def segment_batch(self, images: list[np.ndarray], n: int) -> list[CandidateTable]:
+        """Candidate tables; the encoder runs on up to ``encoder_batch_size`` images at once."""
+        images = [check_image(im) for im in images]
+        tables: list[CandidateTable] = []
+        for start in range(0, len(images), self.encoder_batch_size):
+            chunk = images[start : start + self.encoder_batch_size]
+            feats, sizes = self.encode(chunk)
+            for k, im in enumerate(chunk):
+                H, W = im.shape[:2]
+                masks, scores = self.decode(feats[k : k + 1], sizes[k], (H, W), grid_points(H, W, n))
+                tables.append(
+                    CandidateTable.from_point_masks(masks, n, scores, shape=table_shape(H, W, self.table_max_side))
+                )
+        return tables
