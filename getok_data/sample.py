@@ -5,7 +5,7 @@ Every failure becomes an :class:`ErrorRecord`; nothing here raises for bad input
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -42,7 +42,9 @@ def _image_error(record: ImageRecord, reason: str, stage: str) -> ErrorRecord:
 
 def prepare(record: ImageRecord) -> Prepared:
     """Read and decode (CPU work that can overlap the segmenter)."""
-    p = Prepared(record, errors=list(record.errors))
+    lost = f"{len(record.targets)} target(s) of this image not built" if record.targets else ""
+    p = Prepared(record, errors=[e if e.detail or e.ann_id is not None or e.ref_id is not None or not lost
+                                 else replace(e, detail=lost) for e in record.errors])
     if record.image_path is None and record.image_bytes is None:
         if not any(e.ann_id is None and e.ref_id is None for e in record.errors):
             p.errors.append(_image_error(record, "no image for this record", "read"))

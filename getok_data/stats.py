@@ -33,7 +33,9 @@ def summarize(sidecars: list[dict]) -> dict:
         "targets_seen": targets_seen,
         "targets_seg_null": sum(s["targets_seg_null"] for s in sidecars),
         "errors": errors,
-        "error_rate": round(errors / max(1, images + targets_seen), 6),
+        # The share of targets that did not reach the shards (a lost image loses all of its).
+        "error_rate": round(1 - sum(s["targets"] for s in sidecars) / targets_seen, 6) if targets_seen
+        else (1.0 if errors else 0.0),
         "tokens_per_mask": {"mean": round(float(counts.mean()), 4) if len(counts) else None,
                             "p50": q(counts, 50), "p90": q(counts, 90)},
         "token_iou": {"mean": round(float(ious.mean()), 4) if len(ious) else None, "p10": q(ious, 10)},

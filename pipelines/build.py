@@ -101,8 +101,8 @@ def finalize(storage: Storage, cfg: dict, chash: str, sidecars: list[dict], num_
 def check_error_rate(summary: dict, max_rate: float) -> None:
     if summary["error_rate"] > max_rate:
         raise BuildError(
-            f"error rate {summary['error_rate']:.4f} ({summary['errors']} quarantined of "
-            f"{summary['images']} images + {summary['targets_seen']} targets) is above "
+            f"error rate {summary['error_rate']:.4f} ({summary['targets_seen'] - summary['targets']} of "
+            f"{summary['targets_seen']} targets not built; {summary['errors']} quarantine records) is above "
             f"--max-error-rate {max_rate}; see {ERRORS}")
 
 

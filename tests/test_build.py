@@ -265,3 +265,19 @@ def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path):
                                    "--image-root", str(tmp_path), "--out", str(tmp_path / "o"), "--no-progress"])
     assert res.exit_code != 0 and not marker.exists()
     assert "refs(unc).p" in res.output and "Traceback" not in res.output
+
+
+def test_build_to_an_fsspec_url_matches_the_local_build(reference):
+    import fsspec
+
+    from getok_data.verify import verify_dir
+
+    ref, _ = reference
+    url = "memory://getok-test/build"
+    run_build(syn_cfg(url), progress=False)
+    fs = fsspec.filesystem("memory")
+    remote = {p.rsplit("/", 1)[-1]: hashlib.sha256(fs.cat(p)).hexdigest() for p in fs.glob("/getok-test/build/shard-*.tar")}
+    assert remote == digests(ref)
+    assert all(not r.problems for r in verify_dir(url))
+    run_build(syn_cfg(url), progress=False)  # resume over fsspec: nothing to redo, same bytes
+    assert {p.rsplit("/", 1)[-1]: hashlib.sha256(fs.cat(p)).hexdigest() for p in fs.glob("/getok-test/build/shard-*.tar")} == remote
