@@ -202,9 +202,9 @@ def mask_box(mask: np.ndarray) -> list[float] | None:
 def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of a mask to ``size = (h, w)``.
 
-    Uses pixel-centre sampling: output pixel ``(y, x)`` takes the input pixel that contains the
-    point ``((y + 0.5) * H / h, (x + 0.5) * W / w)``. This is ``cv2.INTER_NEAREST_EXACT`` (plain
-    ``cv2.INTER_NEAREST`` samples at ``floor(y * H / h)``, which shifts masks by up to half a pixel).
+    Output pixel ``(y, x)`` takes input pixel ``(floor(y * H / h), floor(x * W / w))``: the
+    convention of ``cv2.INTER_NEAREST`` and torch's ``interpolate(mode="nearest")``, the tools a
+    reader of our shards most likely uses to recompute ``token_iou`` (docs/FORMAT.md).
     """
     m = np.asarray(mask)
     if m.ndim != 2 or m.shape[0] == 0 or m.shape[1] == 0:
@@ -212,5 +212,5 @@ def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = _check_hw(size[0], size[1])
     if (h, w) == m.shape:
         return m.astype(bool, copy=True)
-    out = cv2.resize(m.astype(bool).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
+    out = cv2.resize(m.astype(bool).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
     return out.astype(bool)

@@ -132,14 +132,17 @@ def test_bad_image_size_raises():
 
 
 @pytest.mark.parametrize("src, dst", [((7, 11), (20, 5)), ((100, 64), (33, 129)), ((240, 320), (64, 64))])
-def test_resize_nearest_samples_pixel_centres(src, dst):
+def test_resize_nearest_uses_the_floor_convention(src, dst):
     rng = np.random.default_rng(1)
     m = rng.random(src) > 0.5
     out = resize_nearest(m, dst)
     assert out.dtype == bool and out.shape == dst
-    ys = np.floor((np.arange(dst[0]) + 0.5) * src[0] / dst[0]).astype(int)
-    xs = np.floor((np.arange(dst[1]) + 0.5) * src[1] / dst[1]).astype(int)
+    ys = np.floor(np.arange(dst[0]) * src[0] / dst[0]).astype(int)
+    xs = np.floor(np.arange(dst[1]) * src[1] / dst[1]).astype(int)
     assert (out == m[ys][:, xs]).all()
+    import torch  # the same as torch's nearest, which readers of the shards may use
+    t = torch.nn.functional.interpolate(torch.from_numpy(m)[None, None].float(), size=dst, mode="nearest")
+    assert (out == t[0, 0].numpy().astype(bool)).all()
 
 
 def test_resize_nearest_integer_upscale_repeats_pixels():
