@@ -11,7 +11,7 @@ import time
 from typing import Iterator
 
 from getok_data.config import config_hash, output_config
-from getok_data.shards import json_bytes, shard_is_complete, shard_name, sidecar_name
+from getok_data.shards import json_bytes, sidecar_name
 from getok_data.sources import get_source
 from getok_data.stats import summarize
 from getok_data.storage import Storage
@@ -130,10 +130,6 @@ def run_build(cfg: dict, force: bool = False, progress: bool = True) -> dict:
     return summary
 
 
-def completed(storage: Storage, index: int) -> dict | None:
-    return shard_is_complete(storage, index)
-
-
 def main(argv: list[str] | None = None) -> None:
     """``python -m pipelines.build``: the same options as ``getok-data build``."""
     from getok_data.cli import main as cli_main
@@ -143,4 +139,4 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     main()
 
-__all__ = ["run_build", "plan", "make_source", "BuildError", "shard_name"]
+__all__ = ["run_build", "plan", "make_source", "BuildError"]

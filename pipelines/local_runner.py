@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from getok_data.segmenters import build_segmenter
+from getok_data.shards import shard_is_complete
 from getok_data.storage import Storage
 
-from .build import completed, make_source, plan
+from .build import make_source, plan
 from .progress import Progress
 from .shard_job import build_shard
 
@@ -16,7 +17,7 @@ def run_local(cfg: dict, chash: str, storage: Storage, progress: bool = True) ->
     with Progress(enabled=progress) as bar:
         for index, records in plan(make_source(cfg), int(cfg["build"]["images_per_shard"])):
             num_shards = index + 1
-            done = completed(storage, index)
+            done = shard_is_complete(storage, index)
             if done is not None:
                 bar.skip(done)
             else:

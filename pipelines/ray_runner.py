@@ -18,9 +18,10 @@ from collections import deque
 import ray
 
 from getok_data.segmenters import build_segmenter
+from getok_data.shards import shard_is_complete
 from getok_data.storage import Storage
 
-from .build import BuildError, completed, make_source, plan
+from .build import BuildError, make_source, plan
 from .progress import Progress
 from .shard_job import build_shard
 
@@ -91,7 +92,7 @@ def run_ray(cfg: dict, chash: str, storage: Storage, progress: bool = True) -> t
                         break
                     index, records = nxt
                     num_shards = index + 1
-                    done = completed(storage, index)
+                    done = shard_is_complete(storage, index)
                     if done is not None:
                         sidecars[index] = done
                         bar.skip(done)
