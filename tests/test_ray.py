@@ -15,7 +15,7 @@ from getok_data.config import load_config
 from pipelines.build import run_build
 
 RAY = str(Path(sys.executable).parent / "ray")
-ARGS = ["--src", "synthetic", "--split", "train", "--size", "24", "--grid", "12", "--images-per-shard", "2"]
+ARGS = ["--src", "synthetic", "--split", "train", "--size", "40", "--grid", "12", "--images-per-shard", "2"]
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -23,7 +23,7 @@ def digests(folder: Path) -> dict[str, str]:
 
 
 def cfg(out: Path, **build) -> dict:
-    return load_config(None, {"source": {"name": "synthetic", "split": "train", "size": 24}, "grid": {"n": 12},
+    return load_config(None, {"source": {"name": "synthetic", "split": "train", "size": 40}, "grid": {"n": 12},
                               "build": {"out": str(out), "images_per_shard": 2, **build}})
 
 
@@ -57,8 +57,8 @@ def test_ray_output_equals_local_output(cluster, local_reference, tmp_path):
         summary = run_build(cfg(out, runner="ray", address=cluster, num_actors=2), progress=False)
     finally:
         ray.shutdown()
-    assert summary["images"] == 24 and summary["shards"] == 12
-    assert digests(out) == digests(local_reference) and len(digests(out)) == 12
+    assert summary["images"] == 40 and summary["shards"] == 20
+    assert digests(out) == digests(local_reference) and len(digests(out)) == 20
     assert (out / "errors.jsonl").read_bytes() == (local_reference / "errors.jsonl").read_bytes()
 
 
