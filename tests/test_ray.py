@@ -29,8 +29,15 @@ def cfg(out: Path, **build) -> dict:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A separately started `ray start --head` cluster, as a user would run it."""
+    """A separately started `ray start --head` cluster, as a user would run it.
+
+    Ray >= 2.5x turns on token auth for a cluster when ``~/.ray/auth_token`` exists (any earlier
+    local ``ray.init()`` writes one) but a driver given an explicit address does not send it;
+    pin the mode for the cluster and every driver here so the test does not depend on $HOME.
+    """
     tmp = tmp_path_factory.mktemp("ray")
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -40,6 +47,10 @@ def cluster(tmp_path_factory):
                    check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
     yield f"127.0.0.1:{port}"
     subprocess.run([RAY, "stop", "--force"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    if saved is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = saved
 
 
 @pytest.fixture(scope="module")

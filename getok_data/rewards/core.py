@@ -322,3 +322,24 @@ def weighted_total(scores: dict[str, float], weights: dict[str, float] | None = 
     """``sum(weights[k] * scores[k])`` over the keys present in both (default weights)."""
     w = DEFAULT_WEIGHTS if weights is None else weights
     return float(sum(w[k] * v for k, v in scores.items() if k in w))
+
+
+def noop_outside_penalty(completion: str, previous: str, target: dict, grid: Grid) -> float:
+    """No-op guard consistent with any decoder: -1 when an offset turn keeps every ``<seg>`` /
+    ``<point>`` / ``<pl>`` anchor (all ``<OFF_0_0>``) although at least one of those anchors lies
+    outside the GT (so it must move or be deleted); an unparseable / mis-counted turn is -1 too;
+    else 0.
+
+    Unlike ``score_refinement``'s ``noop`` (which follows the offset labels), keeping anchors
+    that already sit inside the GT is not penalised: with the candidate-table decoder a step hands
+    an anchor to the neighbouring grid point, so "move deeper" labels can lower the decoded IoU.
+    """
+    parsed = parse_refinement(completion, previous, grid.n)
+    if parsed is None:
+        return -1.0
+    prev, ref = parsed
+    kept = [(a, s) for g, grp in zip(prev, ref.groups) if not isinstance(g, Box) for a, s in zip(g.anchors, grp.steps)]
+    if not kept or any(s != (0, 0) for _, s in kept):
+        return 0.0
+    where = inside(gt_mask(target["mask_rle"]), [grid.anchor(i, j) for (i, j), _ in kept], grid.width, grid.height)
+    return -1.0 if not where.all() else 0.0

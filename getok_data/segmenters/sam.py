@@ -19,10 +19,16 @@ Determinism: on CPU the same input and config always give the identical table, a
 ``segment_batch`` equals ``segment`` per image (the CPU encoder runs image by image).
 ``points_per_batch`` (and, on GPU, the encoder batch) only changes float rounding: logits and
 scores move by ~1e-7, so a mask pixel can only change where a logit is that close to 0.
+
+``fast_decoder=True`` (opt-in) runs :func:`shared_image_decode` instead of ``model.mask_decoder``:
+the same modules and the same math, but the image embedding is not copied once per prompt and
+the prompt-independent projections of the first two-way block are computed once per image
+(~1.3x faster decoding on CPU; bit-identical outputs on CPU, see docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from typing import Any
 
@@ -86,6 +92,75 @@ def load_sam(model_type: str, checkpoint: str | None, seed: int = 0) -> tuple[Sa
     return model.eval(), sha
 
 
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    b, n, c = x.shape
+    return x.reshape(b, n, heads, c // heads).transpose(1, 2)  # [B, heads, N, C/heads]
+
+
+def _attend(att: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``segment_anything`` ``Attention.forward`` after the input projections (split heads in)."""
+    a = torch.softmax((q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]), dim=-1)
+    out = a @ v
+    b, h, n, c = out.shape
+    return att.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
+
+
+def shared_image_decode(
+    decoder: torch.nn.Module,
+    image_embeddings: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse: torch.Tensor,
+    dense: torch.Tensor,
+    multimask_output: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``decoder(image_embeddings, image_pe, sparse, dense, multimask_output)`` for B prompts on ONE image.
+
+    ``MaskDecoder.predict_masks`` copies the image embedding and its positional encoding once per
+    prompt (``repeat_interleave``). Until the first image-to-token attention updates them, the
+    image tokens are the same for every prompt (the dense no-mask embedding is one vector), so the
+    first block's key/value projections (token-to-image) and query projection (image-to-token) are
+    computed once and broadcast. Every other operation is the original module's, in the same order.
+    ``dense`` must be the same for every prompt (no mask prompts), as in :meth:`SamSegmenter.decode`.
+    """
+    t = decoder.transformer
+    tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat((tokens.unsqueeze(0).expand(sparse.size(0), -1, -1), sparse), dim=1)
+    _, c, h, w = image_embeddings.shape
+    keys = (image_embeddings[:1] + dense[:1]).flatten(2).permute(0, 2, 1)  # [1, HW, C]
+    pe = image_pe.flatten(2).permute(0, 2, 1)
+    queries, qpe = tokens, tokens
+    for layer in t.layers:
+        if layer.skip_first_layer_pe:
+            queries = layer.self_attn(q=queries, k=queries, v=queries)
+        else:
+            q = queries + qpe
+            queries = queries + layer.self_attn(q=q, k=q, v=queries)
+        queries = layer.norm1(queries)
+        ti, it = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
+        kpe = keys + pe  # [1, HW, C] while keys are still shared, else [B, HW, C]
+        q = _split_heads(ti.q_proj(queries + qpe), ti.num_heads)
+        out = _attend(ti, q, _split_heads(ti.k_proj(kpe), ti.num_heads), _split_heads(ti.v_proj(keys), ti.num_heads))
+        queries = layer.norm2(queries + out)
+        queries = layer.norm3(queries + layer.mlp(queries))
+        q = queries + qpe
+        out = _attend(it, _split_heads(it.q_proj(kpe), it.num_heads), _split_heads(it.k_proj(q), it.num_heads),
+                      _split_heads(it.v_proj(queries), it.num_heads))
+        keys = layer.norm4(keys + out)
+    f = t.final_attn_token_to_image
+    out = _attend(f, _split_heads(f.q_proj(queries + qpe), f.num_heads),
+                  _split_heads(f.k_proj(keys + pe), f.num_heads), _split_heads(f.v_proj(keys), f.num_heads))
+    hs = t.norm_final_attn(queries + out)
+    b = hs.shape[0]
+    up = decoder.output_upscaling(keys.expand(b, -1, -1).transpose(1, 2).reshape(b, c, h, w))
+    mask_tokens = hs[:, 1 : 1 + decoder.num_mask_tokens, :]
+    hyper = torch.stack([mlp(mask_tokens[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1)
+    _, cu, hu, wu = up.shape
+    masks = (hyper @ up.view(b, cu, hu * wu)).view(b, -1, hu, wu)
+    iou = decoder.iou_prediction_head(hs[:, 0, :])
+    sl = slice(1, None) if multimask_output else slice(0, 1)
+    return masks[:, sl], iou[:, sl]
+
+
 class SamSegmenter(SegmenterBase):
     """Grid-prompted SAM producing :class:`CandidateTable` s. ``self.model`` is the ``Sam`` module."""
 
@@ -101,6 +176,7 @@ class SamSegmenter(SegmenterBase):
         seed: int = 0,
         encoder_batch_size: int = 4,
         model: Sam | None = None,
+        fast_decoder: bool = False,
     ) -> None:
         multimask = str(multimask)
         if multimask not in MULTIMASK_RULES:
@@ -117,6 +193,7 @@ class SamSegmenter(SegmenterBase):
         self.model: Sam = model.to(self.device).eval()
         self.points_per_batch = int(points_per_batch)
         self.encoder_batch_size = int(encoder_batch_size)
+        self.fast_decoder = bool(fast_decoder)
         self.multimask = multimask
         self.dtype = dtype
         self.table_max_side = int(table_max_side)
@@ -196,13 +273,16 @@ class SamSegmenter(SegmenterBase):
             labels = torch.ones(c.shape[:2], dtype=torch.int, device=self.device)
             with self._autocast():
                 sparse, dense = self.model.prompt_encoder(points=(c, labels), boxes=None, masks=None)
-                low, iou = self.model.mask_decoder(
-                    image_embeddings=features,
-                    image_pe=image_pe,
-                    sparse_prompt_embeddings=sparse,
-                    dense_prompt_embeddings=dense,
-                    multimask_output=multi,
-                )
+                if self.fast_decoder:
+                    low, iou = shared_image_decode(self.model.mask_decoder, features, image_pe, sparse, dense, multi)
+                else:
+                    low, iou = self.model.mask_decoder(
+                        image_embeddings=features,
+                        image_pe=image_pe,
+                        sparse_prompt_embeddings=sparse,
+                        dense_prompt_embeddings=dense,
+                        multimask_output=multi,
+                    )
             iou = iou.float()
             if fixed is not None:
                 pick = torch.full((c.shape[0],), fixed, dtype=torch.long, device=self.device)

@@ -1,0 +1,290 @@
+"""Streaming training examples from built shards (WebDataset), one example per (target, sentence).
+
+Shards come from a folder (its ``manifest.json`` shard list, else ``shard-*.tar``), a manifest
+file, a brace pattern (``dir/shard-{000000..000003}.tar``) or a list; any fsspec URL works. The
+pipeline: shard list -> split by node -> split by worker -> shard shuffle -> tar -> samples ->
+sample shuffle -> expand into examples -> example shuffle. With fewer shards than readers
+(nodes x workers) it splits samples instead of shards, so every sample is still read once.
+
+Examples follow DESIGN.md section 2: a grid-stage example asks for a ``<seg>`` (or ``<box>``,
+``<point>``) answer; an offset-stage example shows a previous answer and asks for the
+``<offset>`` turn that refines it (one offset token or ``<DELETE>`` per anchor).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import cv2
+import fsspec
+import numpy as np
+import torch
+import webdataset as wds
+from braceexpand import braceexpand
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ..labelling import STEPS
+from ..shards import load_npz
+from ..tokens import Box, Grid, Mask, OffsetGroup, Point, Refinement, encode, parse
+from .vocab import TASKS, SeqVocab
+
+PROMPTS = {
+    "seg": "<image>\nPlease segment {s}.",
+    "box": "<image>\nPlease give the bounding box of {s}.",
+    "point": "<image>\nPlease point at {s}.",
+    "offset": "<image>\nRefine the previous answer for {s}.\nPrevious answer: {prev}",
+}
+
+
+@dataclass
+class Example:
+    """One training / evaluation example. ``previous`` is empty for grid-stage tasks."""
+
+    key: str
+    target: int
+    sentence: str
+    task: str  # seg | box | point | offset
+    answer: str
+    image: np.ndarray  # uint8 [S, S, 3]
+    previous: str = ""
+    info: dict = field(default_factory=dict)  # target fields + width/height/n/m (eval, GRPO)
+    table: dict | None = None  # the .cand.npz arrays (eval, GRPO)
+
+    @property
+    def prompt(self) -> str:
+        return PROMPTS[self.task].format(s=self.sentence, prev=self.previous)
+
+
+# ---------------------------------------------------------------- shard lists and the pipeline
+
+def resolve_shards(spec: str | list[str]) -> list[str]:
+    """Shard URLs from a folder, a manifest.json, a brace pattern, or a list of those."""
+    if isinstance(spec, (list, tuple)):
+        return [u for s in spec for u in resolve_shards(s)]
+    spec = str(spec)
+    if "{" in spec:
+        return list(braceexpand(spec))
+    if spec.endswith(".tar"):
+        return [spec]
+    fs, root = fsspec.core.url_to_fs(spec)
+    base = spec.rstrip("/")
+    if spec.endswith(".json"):
+        base, root = base.rsplit("/", 1)[0], root.rsplit("/", 1)[0]
+        names = [s["shard"] for s in json.loads(fs.cat_file(fs._strip_protocol(spec)))["shards"]]
+    elif fs.exists(f"{root}/manifest.json"):
+        names = [s["shard"] for s in json.loads(fs.cat_file(f"{root}/manifest.json"))["shards"]]
+    else:
+        names = sorted(p.rsplit("/", 1)[-1] for p in fs.glob(f"{root}/shard-*.tar"))
+    if not names:
+        raise FileNotFoundError(f"no shards found at {spec}")
+    return [f"{base}/{n}" for n in sorted(names)]
+
+
+def _open_shards(src: Iterator[dict]) -> Iterator[dict]:
+    for d in src:
+        with fsspec.open(d["url"], "rb") as f:
+            yield dict(d, stream=f)
+
+
+def _readers() -> tuple[int, int]:
+    """(this reader's rank, number of readers) over nodes x DataLoader workers."""
+    rank, world, worker, workers = wds.utils.pytorch_worker_info()
+    return rank * workers + worker, world * workers
+
+
+def _split_samples(src: Iterator[dict]) -> Iterator[dict]:
+    me, total = _readers()
+    for k, s in enumerate(src):
+        if k % total == me:
+            yield s
+
+
+class ShardStream(IterableDataset):
+    """WebDataset stream of examples (or of raw samples with ``expand=False``).
+
+    ``set_epoch(e)`` reseeds shard, sample and example shuffles (and example draws) per epoch.
+    """
+
+    def __init__(self, shards: str | list[str], cfg: dict, stage: str = "grid", shuffle: bool = True,
+                 resample: bool = False, with_table: bool = False, seed: int = 0, expand: bool = True):
+        self.urls = resolve_shards(shards)
+        self.cfg, self.stage, self.shuffle, self.resample = cfg, stage, shuffle, resample
+        self.with_table, self.seed, self.expand, self.epoch = with_table, seed, expand, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _pipeline(self) -> wds.DataPipeline:
+        seed = self.seed * 1000 + self.epoch
+        _, readers = _readers()
+        by_shard = self.resample or len(self.urls) >= readers
+        if self.resample:
+            stages = [wds.ResampledShards(self.urls, seed=seed + 7919 * _readers()[0], deterministic=True)]
+        else:
+            stages = [wds.SimpleShardList(self.urls, seed=seed if self.shuffle else None)]
+            if by_shard:
+                stages += [wds.split_by_node, wds.split_by_worker]
+        stages += [_open_shards, wds.tariterators.tar_file_expander, wds.tariterators.group_by_keys]
+        if not by_shard:
+            stages.append(_split_samples)
+        if self.shuffle:
+            stages.append(wds.shuffle(int(self.cfg.get("sample_shuffle", 64)), seed=seed))
+        stages.append(wds.map(self._decode))
+        if self.expand:
+            stages.append(self._examples)
+            if self.shuffle:
+                stages.append(wds.shuffle(int(self.cfg.get("shuffle_buffer", 1000)), seed=seed + 1))
+        return wds.DataPipeline(*stages)
+
+    def __iter__(self):
+        return iter(self._pipeline())
+
+    def _decode(self, s: dict) -> dict:
+        meta = json.loads(s["json"])
+        img = cv2.imdecode(np.frombuffer(s[meta["image_ext"]], np.uint8), cv2.IMREAD_COLOR)
+        size = int(self.cfg.get("image_size", 128))
+        img = cv2.resize(img[:, :, ::-1], (size, size), interpolation=cv2.INTER_AREA)
+        table = load_npz(s["cand.npz"]) if self.with_table else None
+        return {"meta": meta, "image": np.ascontiguousarray(img), "table": table}
+
+    def _examples(self, src: Iterator[dict]) -> Iterator[Example]:
+        for s in src:
+            rng = np.random.default_rng(zlib.crc32(f"{self.seed}/{self.epoch}/{s['meta']['key']}".encode()))
+            yield from expand_sample(s["meta"], s["image"], self.cfg, self.stage, rng, s["table"])
+
+
+# ---------------------------------------------------------------- examples of one image
+
+def target_info(meta: dict, t: dict) -> dict:
+    keys = ("mask_rle", "box", "offsets", "regions", "anchors", "tokens", "token_iou")
+    return {**{k: t.get(k) for k in keys}, "width": meta["width"], "height": meta["height"],
+            "n": meta["grid"]["n"], "m": meta["grid"]["m"]}
+
+
+def expand_sample(meta: dict, image: np.ndarray, cfg: dict, stage: str, rng: np.random.Generator,
+                  table: dict | None = None) -> Iterator[Example]:
+    """Examples of one image. ``stage``: grid | offset | both | eval (seg, box and point each)."""
+    weights = cfg.get("tasks", {"seg": 0.6, "box": 0.2, "point": 0.2})
+    names = [k for k in ("seg", "box", "point") if weights.get(k, 0) > 0]
+    p = np.array([weights[k] for k in names], float)
+    for ti, t in enumerate(meta["targets"]):
+        info = target_info(meta, t)
+        for sent in t["sentences"]:
+            base = dict(key=meta["key"], target=ti, sentence=sent, image=image, info=info, table=table)
+            if stage == "eval":
+                for task in ("seg", "box", "point"):
+                    yield Example(task=task, answer=t["tokens"][task] or "", **base)
+                continue
+            if stage in ("grid", "both"):
+                task = names[rng.choice(len(names), p=p / p.sum())]
+                if t["tokens"][task] is None:
+                    task = "box"  # no seg tokens for this target (see tokens.seg_reason)
+                yield Example(task=task, answer=t["tokens"][task], **base)
+            if stage in ("offset", "both") and rng.random() < float(cfg.get("offset_rate", 1.0)):
+                prev = offset_prompt(t, info, cfg, rng)
+                yield Example(task="offset", previous=prev, answer=offset_answer(parse(prev, info["n"]), info), **base)
+
+
+def offset_prompt(t: dict, info: dict, cfg: dict, rng: np.random.Generator) -> str:
+    """A previous answer to refine: one of the sample's ``refine`` entries or a jittered GT answer."""
+    n = info["n"]
+    options = [r["prompt"] for r in t["refine"]]
+    if t["tokens"]["seg"] is not None:
+        options.append("jitter")
+    choice = options[rng.integers(len(options))]
+    if choice != "jitter":
+        return choice
+    anchors = set()
+    for i, j in t["anchors"]:
+        if rng.random() < float(cfg.get("jitter_move", 0.3)):
+            i, j = int(np.clip(i + rng.integers(-1, 2), 0, n - 1)), int(np.clip(j + rng.integers(-1, 2), 0, n - 1))
+        anchors.add((i, j))
+    x0, y0, x1, y1 = info["box"]
+    g = Grid(n, info["width"], info["height"], info["m"])
+    (ia, ja), (ib, jb) = g.nearest(x0, y0), g.nearest(x1 - 1e-6, y1 - 1e-6)
+    for _ in range(rng.poisson(float(cfg.get("jitter_extra", 0.7)))):
+        anchors.add((int(np.clip(rng.integers(ia - 2, ib + 3), 0, n - 1)), int(np.clip(rng.integers(ja - 2, jb + 3), 0, n - 1))))
+    return encode(Mask(tuple(sorted(anchors, key=lambda a: (a[1], a[0])))))
+
+
+def box_corner_step(grid: Grid, anchor: tuple[int, int], corner: tuple[float, float]) -> tuple[int, int]:
+    """The step that brings a box corner's anchor closest to the GT corner (labelling's tie order)."""
+    errs = [math.dist(grid.position(*anchor, s), corner) for s in STEPS]
+    return STEPS[int(np.argmin(errs))]
+
+
+def offset_answer(previous: list, info: dict) -> str:
+    """The ``<offset>`` turn that refines any previous answer of a target (FORMAT.md section 5).
+
+    Anchors of ``<seg>``, ``<point>`` and ``<pl>`` take their grid point's labelled offset
+    (``offsets``); box corners take the step that minimises the corner error.
+    """
+    n = info["n"]
+    grid = Grid(n, info["width"], info["height"], info["m"])
+    groups = []
+    for g in previous:
+        if isinstance(g, Box):
+            x0, y0, x1, y1 = info["box"]
+            steps = (box_corner_step(grid, g.top_left, (x0, y0)), box_corner_step(grid, g.bottom_right, (x1, y1)))
+        else:
+            steps = tuple(_label_step(int(info["offsets"][j * n + i])) for i, j in g.anchors)
+        groups.append(OffsetGroup(g.kind, steps))
+    return encode(Refinement(tuple(groups)))
+
+
+def _label_step(o: int):
+    from ..tokens import OFFSET_STEPS
+
+    return None if o == len(OFFSET_STEPS) else OFFSET_STEPS[o]
+
+
+# ---------------------------------------------------------------- text and batches
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def hash_words(text: str, buckets: int, max_words: int) -> list[int]:
+    """Word-hash ids in ``1..buckets-1`` (0 is padding)."""
+    return [1 + zlib.crc32(w.encode()) % (buckets - 1) for w in _WORD.findall(text.lower())][:max_words] or [1]
+
+
+def collate(examples: list[Example], vocab: SeqVocab, buckets: int = 4096, max_words: int = 24) -> dict:
+    """Pad a list of examples into tensors. Each image is stored once (``images`` ``[U, 3, S, S]``,
+    ``img_index`` ``[B]``), so the CNN runs once per image; the examples ride along."""
+    seqs = [vocab.encode_example(e.task, e.previous, e.answer) for e in examples]
+    words = [hash_words(e.sentence, buckets, max_words) for e in examples]
+    T, L = max(len(s) for s, _ in seqs), max(len(w) for w in words)
+    ids = torch.full((len(examples), T), vocab.pad, dtype=torch.long)
+    loss_mask = torch.zeros((len(examples), T), dtype=torch.bool)
+    text = torch.zeros((len(examples), L), dtype=torch.long)
+    for b, ((s, start), w) in enumerate(zip(seqs, words)):
+        ids[b, : len(s)] = torch.tensor(s)
+        loss_mask[b, start - 1 : len(s) - 1] = True  # positions that predict the answer and <eos>
+        text[b, : len(w)] = torch.tensor(w)
+    keys: dict[str, int] = {}
+    img_index = torch.tensor([keys.setdefault(e.key, len(keys)) for e in examples])
+    first = {k: e.image for e in reversed(examples) for k in [e.key]}
+    images = torch.from_numpy(np.stack([first[k] for k in keys])).permute(0, 3, 1, 2).contiguous()
+    return {"images": images, "img_index": img_index, "text": text, "ids": ids, "loss_mask": loss_mask,
+            "examples": examples}
+
+
+def make_loader(shards, cfg: dict, vocab: SeqVocab, stage: str, batch_size: int, workers: int = 1,
+                shuffle: bool = True, with_table: bool = False, seed: int = 0, resample: bool = False):
+    """A DataLoader over :class:`ShardStream` examples; returns ``(loader, stream)``."""
+    stream = ShardStream(shards, cfg, stage, shuffle=shuffle, with_table=with_table, seed=seed, resample=resample)
+    loader = torch.utils.data.DataLoader(
+        stream, batch_size=batch_size, num_workers=workers, persistent_workers=False,
+        collate_fn=functools.partial(collate, vocab=vocab, buckets=int(cfg.get("text_buckets", 4096)),
+                                     max_words=int(cfg.get("max_words", 24))),
+    )
+    return loader, stream
+
+
+__all__ = ["Example", "ShardStream", "resolve_shards", "expand_sample", "offset_answer", "offset_prompt",
+           "collate", "make_loader", "hash_words", "TASKS", "PROMPTS", "get_worker_info"]
