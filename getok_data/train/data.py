@@ -26,12 +26,12 @@ import numpy as np
 import torch
 import webdataset as wds
 from braceexpand import braceexpand
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
 from ..labelling import STEPS
 from ..shards import load_npz
-from ..tokens import Box, Grid, Mask, OffsetGroup, Point, Refinement, encode, parse
-from .vocab import TASKS, SeqVocab
+from ..tokens import OFFSET_STEPS, Box, Grid, Mask, OffsetGroup, Refinement, encode, parse
+from .vocab import SeqVocab
 
 PROMPTS = {
     "seg": "<image>\nPlease segment {s}.",
@@ -238,8 +238,6 @@ def offset_answer(previous: list, info: dict) -> str:
 
 
 def _label_step(o: int):
-    from ..tokens import OFFSET_STEPS
-
     return None if o == len(OFFSET_STEPS) else OFFSET_STEPS[o]
 
 
@@ -287,4 +285,4 @@ def make_loader(shards, cfg: dict, vocab: SeqVocab, stage: str, batch_size: int,
 
 
 __all__ = ["Example", "ShardStream", "resolve_shards", "expand_sample", "offset_answer", "offset_prompt",
-           "collate", "make_loader", "hash_words", "TASKS", "PROMPTS", "get_worker_info"]
+           "collate", "make_loader", "hash_words", "target_info", "PROMPTS"]
