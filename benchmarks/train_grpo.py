@@ -27,7 +27,7 @@ from train_sft_curve import ROOT, ensure_builds, eval_json, sh
 from common import machine
 
 
-def table_decoder_error(val: str, shards: int = 2) -> dict:
+def table_decoder_error(val: str, shards: int | None = None) -> dict:
     """Refined masks: candidate-table rule vs the superpixel segmenter run at the refined positions."""
     import cv2
 

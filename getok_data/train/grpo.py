@@ -65,9 +65,10 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
     return per_answer.mean(), stats
 
 
-def token_logprobs(model: GroundingModel, enc: dict, gen: Generation) -> torch.Tensor:
-    """``[B, T]``: log-prob (under the sampling masks) of the token at ``t + 1``, at position ``t``."""
-    logits = model.decode(enc, gen.seqs).float()
+def token_logprobs(model: GroundingModel, enc: dict, gen: Generation, temperature: float = 1.0) -> torch.Tensor:
+    """``[B, T]``: log-prob of the token at ``t + 1``, at position ``t``, under the sampling policy
+    (the same masks and temperature)."""
+    logits = model.decode(enc, gen.seqs).float() / temperature
     logits = logits.masked_fill(~gen.allowed & gen.allowed.any(-1, keepdim=True), float("-inf"))
     lp = torch.log_softmax(logits[:, :-1], dim=-1)
     out = lp.gather(-1, gen.seqs[:, 1:, None]).squeeze(-1)
@@ -118,6 +119,7 @@ def prompt_batches(cfg: dict, model: GroundingModel, P: int):
 
 def grpo_step(model, ref, opt, prompts: list[Example], cfg: dict) -> dict:
     gc, stage, G = cfg["grpo"], cfg["stage"], int(cfg["grpo"]["group"])
+    temp = float(gc["temperature"])
     with torch.no_grad():
         enc = encode_batch(model, prompts)
         previous = [""] * len(prompts)
@@ -128,20 +130,19 @@ def grpo_step(model, ref, opt, prompts: list[Example], cfg: dict) -> dict:
         rep = torch.arange(len(prompts)).repeat_interleave(G)
         tasks = ["offset" if stage == "offset" else prompts[k].task for k in rep.tolist()]
         prev_rep = [previous[k] for k in rep.tolist()]
-        gen = generate(model, select_enc(enc, rep), tasks, prev_rep, mode=gc["mode"], sample=True,
-                       temperature=float(gc["temperature"]))
+        gen = generate(model, select_enc(enc, rep), tasks, prev_rep, mode=gc["mode"], sample=True, temperature=temp)
     rep_prompts = [prompts[k] for k in rep.tolist()]
     rewards, parts = rewards_for(stage, gen.texts(model.vocab), rep_prompts, prev_rep, cfg["rewards"][stage], {},
                                  cfg["rewards"]["noop_rule"])
     adv = group_advantages(rewards.view(len(prompts), G), float(gc["adv_eps"])).view(-1)
     mask = F.pad(answer_mask(gen)[:, :-1], (0, 1))
     with torch.no_grad():
-        old = token_logprobs(model, select_enc(enc, rep), gen)
-        ref_lp = token_logprobs(ref, select_enc(encode_batch(ref, prompts), rep), gen)
+        old = token_logprobs(model, select_enc(enc, rep), gen, temp)
+        ref_lp = token_logprobs(ref, select_enc(encode_batch(ref, prompts), rep), gen, temp)
     model.train()
     for _ in range(int(gc["inner_steps"])):
         enc_g = encode_batch(model, prompts)
-        logp = token_logprobs(model, select_enc(enc_g, rep), gen)
+        logp = token_logprobs(model, select_enc(enc_g, rep), gen, temp)
         loss, stats = grpo_loss(logp, old, ref_lp, adv, mask, float(gc["clip"]), float(gc["kl"]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
