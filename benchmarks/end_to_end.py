@@ -65,7 +65,8 @@ def main() -> None:
                 digests.add(digest)
                 rows[name] = {"wall_s": round(wall, 2), "images_per_s": round(summary["images"] / wall, 2),
                               "images": summary["images"], "targets": summary["targets"],
-                              "shards": summary["shards"]}
+                              "shards": summary["shards"], "shard_seconds_sum": summary["seconds"],
+                              "busy_parallelism": round(summary["seconds"] / wall, 2)}
                 print(name, rows[name], flush=True)
             tiny = {}
             for name, runner, actors in (("local", "local", None), ("ray", "ray", 1)):
@@ -89,7 +90,8 @@ def main() -> None:
     }, notes=(
         "`getok-data build` through `run_build`, same process: local runner vs Ray (in-process `ray.init`, "
         "`build.num_actors` 1 and 2, 1 CPU each); wall time around `run_build`, so Ray rows include starting "
-        "their actors. `identical_shards`: every run wrote the same tar bytes. `tiny_shards`: one-image "
+        "their actors. `busy_parallelism` = sum of the shards' own seconds (sidecars) / wall: how many shards "
+        "were being built at once on average. `identical_shards`: every run wrote the same tar bytes. `tiny_shards`: one-image "
         "shards at grid 2; ms per shard is the slope between two shard counts (fixed costs cancel)."))
 
 

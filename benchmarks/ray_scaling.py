@@ -36,11 +36,13 @@ def main() -> None:
             for per_shard in (int(s) for s in args.shard_sizes.split(",")):
                 wall, _, ref = build(Path(tmp) / f"local_{per_shard}", args.images, args.grid, per_shard)
                 row = {"images_per_shard": per_shard, "shards": -(-args.images // per_shard),
-                       "local_images_per_s": round(args.images / wall, 2), "ray": {}, "identical_shards": True}
+                       "local_images_per_s": round(args.images / wall, 2), "ray": {}, "busy_parallelism": {},
+                       "identical_shards": True}
                 for k in range(1, args.max_actors + 1):
-                    wall, _, digest = build(Path(tmp) / f"ray{k}_{per_shard}", args.images, args.grid, per_shard,
+                    wall, summary, digest = build(Path(tmp) / f"ray{k}_{per_shard}", args.images, args.grid, per_shard,
                                             "ray", k)
                     row["ray"][f"{k}_actors"] = round(args.images / wall, 2)
+                    row["busy_parallelism"][f"{k}_actors"] = round(summary["seconds"] / wall, 2)
                     row["identical_shards"] &= digest == ref
                 one = row["ray"]["1_actors"]
                 row["efficiency"] = {a: round(r / (int(a.split("_")[0]) * one), 2) for a, r in row["ray"].items()}
@@ -54,7 +56,8 @@ def main() -> None:
         "loadavg_1min_start_end": [load0, os.getloadavg()[0]],
     }, notes=(
         "images/s of `run_build` (wall time, including actor start-up) for the local runner and Ray with "
-        "1..N actors, per shard size; `efficiency` = rate(k actors) / (k x rate(1 actor))."))
+        "1..N actors, per shard size; `efficiency` = rate(k actors) / (k x rate(1 actor)); `busy_parallelism` = "
+        "sum of the shards' own seconds / wall (shards in flight on average)."))
 
 
 if __name__ == "__main__":
