@@ -152,6 +152,26 @@ def grpo_step(model, ref, opt, prompts: list[Example], cfg: dict) -> dict:
     return {"loss": loss.item(), "reward": float(rewards.mean()), **{f"r_{k}": v for k, v in parts.items()}, **stats}
 
 
+def set_trainable(model: GroundingModel, which: str) -> None:
+    """``all``; ``decoder`` (the CNN frozen); ``offset``: only what offset tokens alone use (their
+    anchor-neighbourhood features and their rows of the output head), so grid answers stay fixed."""
+    if which == "all":
+        return
+    if which == "decoder":
+        for mod in (model.cnn, model.cell_in, model.fine_in):
+            mod.requires_grad_(False)
+        return
+    if which != "offset":
+        raise ValueError(f"grpo.trainable must be all, decoder or offset, got {which!r}")
+    model.requires_grad_(False)
+    for mod in (model.local, model.fine, model.fine_in, model.fine_film, model.head):
+        mod.requires_grad_(True)
+    rows = torch.zeros(model.head.out_features, 1)
+    rows[:10] = 1.0  # head rows 0..9: the nine offset tokens and <DELETE>
+    model.head.weight.register_hook(lambda g: g * rows)
+    model.head.bias.register_hook(lambda g: g * rows[:, 0])
+
+
 def train_grpo(cfg: dict, init: str, out: str, progress: bool = True) -> dict:
     """GRPO from checkpoint ``init``; the reference policy is a frozen copy of it."""
     if cfg["stage"] not in ("grid", "offset"):
@@ -160,9 +180,7 @@ def train_grpo(cfg: dict, init: str, out: str, progress: bool = True) -> dict:
     torch.set_num_threads(int(cfg["threads"]))
     model, ckpt = load_checkpoint(init)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
-    if cfg["grpo"]["freeze_encoder"]:
-        for mod in (model.cnn, model.cell_in):
-            mod.requires_grad_(False)
+    set_trainable(model, cfg["grpo"]["trainable"])
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=float(cfg["grpo"]["lr"]), weight_decay=0.0)
     cfg = {**cfg, "model": model.cfg.to_dict(), "init": init}
     log, total, last = Logger(out), int(cfg["steps"]), {}

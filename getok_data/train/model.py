@@ -100,6 +100,7 @@ class GroundingModel(nn.Module):
         self.local = nn.Linear(9 * d, d)
         self.fine_in = nn.Conv2d(ch[2], cfg.fine_dim, 1)  # the stride-4 map: two pixels per cell
         self.fine = nn.Linear(16 * cfg.fine_dim, d)
+        self.fine_film = nn.Linear(d, 2 * cfg.fine_dim)
         # decoder
         self.tok = nn.Embedding(len(self.vocab) - n * n, d)  # non-grid tokens
         self.grid_in = GridEmbed(n, d, cfg.grid_embed)
@@ -126,6 +127,8 @@ class GroundingModel(nn.Module):
         w = self.word(text) + self.word_pos(torch.arange(text.shape[1], device=text.device))
         w = self.text(w, src_key_padding_mask=pad)
         pooled = (w * (~pad)[..., None]).sum(1) / (~pad).sum(1, keepdim=True).clamp(min=1)
+        fg, fb = self.fine_film(pooled).chunk(2, dim=-1)
+        fine = fine * (1 + fg[..., None, None]) + fb[..., None, None]  # the expression modulates it too
         gamma, beta = self.film(pooled).chunk(2, dim=-1)
         x = x + self.cell_pos().T.reshape(1, d, n, n)
         x = x * (1 + gamma[..., None, None]) + beta[..., None, None]
