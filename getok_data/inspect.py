@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .decode import TableDecoder
 from .masks import rle_to_mask
 from .shards import load_npz
 from .storage import Storage
@@ -37,12 +38,8 @@ def render(meta: dict, members: dict[str, bytes], target_index: int, png: str) -
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     h, w = bgr.shape[:2]
     gt = rle_to_mask(t["mask_rle"])
-    table = load_npz(members["cand.npz"])
-    th, tw = (int(v) for v in table["shape"])
-    bits = np.unpackbits(table["masks"], axis=1, count=th * tw).reshape(-1, th, tw).astype(bool)
-    union = np.zeros((th, tw), bool)
-    for i, j in t["anchors"]:
-        union |= bits[table["index"][j, i]]
+    union = TableDecoder(load_npz(members["cand.npz"]), meta["grid"]["n"], meta["grid"]["m"]).decode(
+        [tuple(a) for a in t["anchors"]])
     union = cv2.resize(union.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
     grid = Grid(meta["grid"]["n"], w, h, meta["grid"]["m"])
     r = max(2, round(min(w, h) / grid.n / 5))

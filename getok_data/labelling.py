@@ -25,7 +25,6 @@ import cv2
 import numpy as np
 
 from .tokens import OFFSET_STEPS, Box, Grid, Mask, OffsetGroup, Refinement, encode
-from .tokens.vocab import offset_token
 
 # Candidate steps in tie-break order: keep, then straight moves, then diagonals.
 STEPS: tuple[tuple[int, int], ...] = ((0, 0), (0, 1), (-1, 0), (1, 0), (0, -1), (-1, 1), (1, 1), (-1, -1), (1, -1))
@@ -202,4 +201,4 @@ def refinement_samples(labels: Labels, grid: Grid, box: list[float], selected: l
 
 
 __all__ = ["Depth", "Labels", "label_regions", "box_corner_steps", "deepest_anchor", "offset_answer",
-           "sample_proposals", "refinement_samples", "stable_rng", "neighbourhood", "offset_token"]
+           "sample_proposals", "refinement_samples", "stable_rng", "neighbourhood"]

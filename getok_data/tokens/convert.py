@@ -1,7 +1,7 @@
 """Between pixel geometry and groundings: quantise to anchors, decode with offsets applied."""
 from __future__ import annotations
 
-from .codec import Box, Grounding, Item, Mask, OffsetGroup, Point, Polyline, Refinement, Step
+from .codec import Box, Grounding, Item, OffsetGroup, Point, Polyline, Refinement, Step
 from .geometry import Grid
 
 XY = tuple[float, float]

@@ -167,7 +167,7 @@ class GroundingModel(nn.Module):
         return torch.where(after, ref, -1)
 
     def embed(self, enc: dict, ids: torch.Tensor) -> torch.Tensor:
-        n2, B, T = self.cfg.n ** 2, *ids.shape
+        n2, T = self.cfg.n ** 2, ids.shape[1]
         is_grid = ids < n2
         other = self.tok((ids - n2).clamp(min=0))
         cell_ids = ids.clamp(max=n2 - 1)
