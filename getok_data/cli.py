@@ -36,6 +36,7 @@ def main() -> None:
 @click.option("--sam-model", help="vit_b | vit_l | vit_h | tiny")
 @click.option("--sam-checkpoint", type=click.Path(), help="Path of the SAM checkpoint (.pth).")
 @click.option("--points-per-batch", type=int)
+@click.option("--fast-decoder/--no-fast-decoder", default=None, help="SAM: share the image embedding across prompts.")
 @click.option("--multimask", help="best_iou | single | 0 | 1 | 2")
 @click.option("--dtype", help="float32 | bfloat16")
 @click.option("--device", help="auto | cpu | cuda | cuda:N")
@@ -55,7 +56,7 @@ def main() -> None:
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
 def build(config_path, src, split, size, seed, data_root, image_root, annotations, split_by, n, m,
-          segmenter, sam_model, sam_checkpoint, points_per_batch, multimask, dtype, device, table_max_side,
+          segmenter, sam_model, sam_checkpoint, points_per_batch, fast_decoder, multimask, dtype, device, table_max_side,
           method, tau, out, images_per_shard, limit, max_error_rate, force, runner, address, num_actors,
           gpus_per_actor, cpus_per_actor, no_progress, as_json) -> None:
     """Build (or resume) a sharded WebDataset of grounding tokens."""
@@ -67,7 +68,7 @@ def build(config_path, src, split, size, seed, data_root, image_root, annotation
                    "image_root": image_root, "annotations": annotations, "split_by": split_by, "limit": limit},
         "grid": {"n": n, "m": m},
         "segmenter": {"name": segmenter, "sam_model": sam_model, "sam_checkpoint": sam_checkpoint,
-                      "points_per_batch": points_per_batch, "multimask": multimask, "dtype": dtype,
+                      "points_per_batch": points_per_batch, "fast_decoder": fast_decoder, "multimask": multimask, "dtype": dtype,
                       "device": device, "table_max_side": table_max_side},
         "selection": {"method": method, "tau": tau},
         "build": {"out": out, "images_per_shard": images_per_shard, "max_error_rate": max_error_rate,

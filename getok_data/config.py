@@ -17,7 +17,8 @@ DEFAULTS: dict[str, Any] = {
     "grid": {"n": 32, "m": None},  # m defaults to 2n
     "segmenter": {
         "name": "superpixel", "sam_model": "vit_b", "sam_checkpoint": None, "points_per_batch": 64,
-        "multimask": "best_iou", "dtype": "float32", "device": "auto", "table_max_side": 256, "seed": 0,
+        "fast_decoder": True, "multimask": "best_iou", "dtype": "float32", "device": "auto", "table_max_side": 256,
+        "seed": 0,
     },
     "selection": {"method": "sorted", "tau": 0.9},
     "labelling": {

@@ -1,11 +1,15 @@
 """Decode masks from a sample's stored candidate table: no segmenter needed.
 
 An anchor decodes to its grid point's candidate mask. A refined position (an anchor moved by an
-offset step) decodes to the candidate of the grid point nearest to it, ties going in the
-direction of the move: with the default ``m = 2n`` a step lands exactly half-way between two
-grid points, so any move hands the point to the neighbouring grid point's mask. This is an
-approximation of running the segmenter at the refined position (documented in docs/FORMAT.md;
-its error is measured in docs/BENCHMARKS.md).
+offset step) has no candidate of its own: with the default ``m = 2n`` it lies half-way between
+grid points. It decodes to the mask of a grid point around it whose mask *contains* it (the
+segmenter's mask for a point prompt covers that point, so this is the stored mask most like the
+one the segmenter would give there), trying in order: the grid point nearest to it (ties toward
+the move), the anchor itself, then the other grid points of the cell around it, nearest first.
+If none does, the refined position adds nothing (the segmenter's mask there is one the table
+does not hold; borrowing a neighbour's instead measured worse). The rule is normative
+(docs/FORMAT.md); its error against the segmenter run at the refined positions is measured in
+docs/TRAINING.md.
 """
 from __future__ import annotations
 
@@ -37,28 +41,53 @@ class TableDecoder:
         return self._cache[u]
 
     def moved(self, i: int, j: int, step: Step) -> tuple[int, int] | None:
-        """The grid point whose mask stands for anchor (i, j) moved by ``step`` (None: deleted)."""
+        """The grid point nearest to anchor (i, j) moved by ``step``, ties toward the move
+        (None: deleted). Pure geometry: where a refined box corner or point re-quantises to."""
         if step is None:
             return None
         du, dv = step
-        return (_round_toward(i + du * self.n / self.m, du), _round_toward(j - dv * self.n / self.m, -dv))
+        return _round_toward(i + du * self.n / self.m, du), _round_toward(j - dv * self.n / self.m, -dv)
+
+    def stand_in(self, i: int, j: int, step: Step) -> tuple[int, int] | None:
+        """The grid point whose mask stands for anchor (i, j) moved by ``step``; None when deleted,
+        off the image, or when no mask around the refined position contains it (it then adds
+        nothing). The refined position's table pixel is ``floor`` of its table coordinates, as for
+        the grid prompts (``points_to_table``): a half-cell step lands on a cell edge, which belongs
+        to the cell right of / below it."""
+        if step is None or tuple(step) == (0, 0):
+            return None if step is None else (i, j)
+        du, dv = step
+        u, v = i + du * self.n / self.m, j - dv * self.n / self.m  # refined position in grid units
+        around = sorted({(a, b) for a in (math.floor(u), math.ceil(u)) for b in (math.floor(v), math.ceil(v))},
+                        key=lambda q: ((q[0] - u) ** 2 + (q[1] - v) ** 2, q[1], q[0]))
+        row, col = math.floor((v + 0.5) * self.h / self.n), math.floor((u + 0.5) * self.w / self.n)
+        if not (0 <= row < self.h and 0 <= col < self.w):
+            return None  # off the image
+        for q in dict.fromkeys([self.moved(i, j, step), (i, j), *around]):  # in order, no repeats
+            cand = self._candidate(*q)
+            if cand is not None and self.mask(cand)[row, col]:
+                return q
+        return None
+
+    def _candidate(self, i: int, j: int) -> int | None:
+        if 0 <= i < self.n and 0 <= j < self.n and self.index[j, i] >= 0:
+            return int(self.index[j, i])
+        return None
 
     def union(self, points: list[tuple[int, int] | None]) -> np.ndarray:
         """Union of the candidate masks at grid points (None and points off the grid are skipped)."""
         out = np.zeros((self.h, self.w), bool)
         for p in points:
-            if p is None:
-                continue
-            i, j = p
-            if 0 <= i < self.n and 0 <= j < self.n and self.index[j, i] >= 0:
-                out |= self.mask(int(self.index[j, i]))
+            u = None if p is None else self._candidate(*p)
+            if u is not None:
+                out |= self.mask(u)
         return out
 
     def decode(self, anchors: list[tuple[int, int]], steps: list[Step] | None = None) -> np.ndarray:
         """Mask of a ``<seg>`` answer, optionally refined by one step (or DELETE) per anchor."""
         if steps is None:
             return self.union(list(anchors))
-        return self.union([self.moved(i, j, s) for (i, j), s in zip(anchors, steps)])
+        return self.union([self.stand_in(i, j, s) for (i, j), s in zip(anchors, steps)])
 
     def gt(self, mask_rle: dict) -> np.ndarray:
         """A target's GT at the table resolution (nearest neighbour), as ``token_iou`` uses it."""

@@ -3,6 +3,7 @@
 - Each actor builds its segmenter once (``num_gpus`` per actor, fractional allowed; 0 on CPU
   clusters) and runs :func:`pipelines.shard_job.build_shard`, the same code as the local runner,
   so outputs are byte-identical whatever ran them.
+- Each actor has two shards in flight (one running, one queued), so it never waits on the driver.
 - A dead actor (node loss, OOM, ``kill -9``) is restarted by Ray (``max_restarts``); the driver
   re-submits its shard to a live actor. A shard that exceeds ``shard_timeout_s`` has its actor
   killed and is retried the same way. A shard fails the job only after ``max_retries``.
@@ -24,6 +25,8 @@ from getok_data.storage import Storage
 from .build import BuildError, make_source, plan
 from .progress import Progress
 from .shard_job import build_shard
+
+QUEUE_DEPTH = 2  # shards in flight per actor
 
 
 class ShardWorker:
@@ -67,7 +70,10 @@ def run_ray(cfg: dict, chash: str, storage: Storage, progress: bool = True) -> t
         max_restarts=-1, max_task_retries=0,
     )(ShardWorker)
     actors = [actor_cls.remote(cfg["segmenter"]) for _ in range(_num_actors(bcfg))]
-    idle = deque(actors)
+    # Two shards in flight per actor: one running, one queued at the actor, so an actor never
+    # waits while the driver reads (or, for synthetic data, renders) its next shard.
+    free = deque(k for _ in range(QUEUE_DEPTH) for k in range(len(actors)))
+    queues: list[deque] = [deque() for _ in actors]  # each actor's refs in submission order
     timeout = float(bcfg.get("shard_timeout_s") or 3600)
     max_retries = int(bcfg.get("max_retries") or 3)
 
@@ -75,14 +81,15 @@ def run_ray(cfg: dict, chash: str, storage: Storage, progress: bool = True) -> t
     pending = plan(make_source(cfg), int(bcfg["images_per_shard"]))
     retry: deque = deque()  # (index, records) to run again
     attempts: dict[int, int] = {}
-    running: dict = {}  # ref -> (index, records, actor, started)
+    running: dict = {}  # ref -> (index, records, actor number)
+    started: dict = {}  # ref -> when it reached the head of its actor's queue (began running)
     num_shards = 0
     exhausted = False
 
     with Progress(enabled=progress) as bar:
         while True:
-            # Keep every idle actor busy: retries first, then the next planned shards.
-            while idle and (retry or not exhausted):
+            # Fill every free slot: retries first, then the next planned shards.
+            while free and (retry or not exhausted):
                 if retry:
                     index, records = retry.popleft()
                 else:
@@ -97,14 +104,23 @@ def run_ray(cfg: dict, chash: str, storage: Storage, progress: bool = True) -> t
                         sidecars[index] = done
                         bar.skip(done)
                         continue
-                actor = idle.popleft()
-                ref = actor.build.remote(index, records, cfg, chash, storage.url)
-                running[ref] = (index, records, actor, time.monotonic())
+                k = free.popleft()
+                ref = actors[k].build.remote(index, records, cfg, chash, storage.url)
+                running[ref] = (index, records, k)
+                queues[k].append(ref)
+                if len(queues[k]) == 1:
+                    started[ref] = time.monotonic()
             if not running:
                 break
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=5.0)
+            heads = [started[q[0]] for q in queues if q]
+            wait = min([5.0] + [max(0.05, t + timeout - time.monotonic()) for t in heads])
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=wait)
             for ref in ready:
-                index, records, actor, _ = running.pop(ref)
+                index, records, k = running.pop(ref)
+                queues[k].remove(ref)
+                started.pop(ref, None)
+                if queues[k]:
+                    started.setdefault(queues[k][0], time.monotonic())
                 try:
                     sidecars[index] = ray.get(ref)
                     bar.shard(sidecars[index], images_counted=False)
@@ -112,14 +128,18 @@ def run_ray(cfg: dict, chash: str, storage: Storage, progress: bool = True) -> t
                     _retry(index, records, attempts, max_retries, retry, f"actor died: {type(e).__name__}")
                 except ray.exceptions.RayTaskError as e:
                     _retry(index, records, attempts, max_retries, retry, f"task failed: {e}")
-                idle.append(actor)  # Ray restarts a dead actor in place
+                free.append(k)  # Ray restarts a dead actor in place
             now = time.monotonic()
-            for ref, (index, records, actor, started) in list(running.items()):
-                if now - started > timeout:  # a hung worker: kill it, retry the shard
-                    running.pop(ref)
-                    ray.kill(actor, no_restart=False)
-                    _retry(index, records, attempts, max_retries, retry, f"timed out after {timeout:.0f}s")
-                    idle.append(actor)
+            for k, queue in enumerate(queues):
+                if queue and now - started[queue[0]] > timeout:  # a hung worker: kill it, retry the shard
+                    ref = queue.popleft()
+                    index, records, _ = running.pop(ref)
+                    started.pop(ref)
+                    ray.kill(actors[k], no_restart=False)  # its queued shard fails and is retried too
+                    _retry(index, records, attempts, max_retries, retry, f"timed out after {timeout:g}s")
+                    free.append(k)
+                    if queue:
+                        started[queue[0]] = now
     for a in actors:
         ray.kill(a, no_restart=True)
     return [sidecars[k] for k in sorted(sidecars)], num_shards

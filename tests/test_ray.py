@@ -42,11 +42,22 @@ def cluster(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-    subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                    "--object-store-memory=200000000", f"--temp-dir={tmp}", "--disable-usage-stats"],
-                   check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    # --block keeps the head in this child process: terminating it stops this cluster only
+    # (`ray stop` would stop every Ray cluster on the machine).
+    log = tmp / "head.log"
+    head = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false", "--object-store-memory=200000000", f"--temp-dir={tmp}",
+                             "--disable-usage-stats"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while "Ray runtime started" not in log.read_text():
+        assert head.poll() is None and time.time() < deadline, log.read_text()[-2000:]
+        time.sleep(0.5)
     yield f"127.0.0.1:{port}"
-    subprocess.run([RAY, "stop", "--force"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    head.terminate()
+    try:
+        head.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        head.kill()
     if saved is None:
         os.environ.pop("RAY_AUTH_MODE", None)
     else:
@@ -92,3 +103,19 @@ def test_killed_actor_mid_run_still_gives_identical_output(cluster, local_refere
     assert killed is not None, "the build finished before an actor could be killed"
     assert proc.returncode == 0, output.decode()[-2000:]
     assert digests(out) == digests(local_reference)
+
+
+def test_a_shard_over_its_timeout_is_killed_retried_and_then_named(cluster, tmp_path):
+    import ray
+
+    from pipelines.build import BuildError
+
+    out = tmp_path / "slow"
+    slow = cfg(out, runner="ray", address=cluster, num_actors=1, shard_timeout_s=0.5, max_retries=1)
+    slow["build"]["images_per_shard"] = 40  # one shard of 40 images: far over half a second
+    try:
+        with pytest.raises(BuildError, match=r"shard 0 failed 2 times; last: timed out after 0.5s"):
+            run_build(slow, progress=False)
+    finally:
+        ray.shutdown()
+    assert not list(out.glob("shard-*.tar"))

@@ -144,22 +144,27 @@ def test_tiny_sam_multimask_rules_and_seed():
         build_segmenter({"name": "sam", "sam_model": "tiny", "multimask": "3"})
 
 
-def test_sam_decode_never_builds_full_resolution_masks(tiny, monkeypatch):
+@pytest.mark.parametrize("fast", [True, False])
+def test_sam_decode_never_builds_full_resolution_masks(tiny, monkeypatch, fast):
     import torch
+
+    import getok_data.segmenters.sam as sam_module
 
     def forbidden(*args, **kwargs):
         raise AssertionError("postprocess_masks builds full-resolution masks")
 
     monkeypatch.setattr(tiny.model, "postprocess_masks", forbidden)
+    monkeypatch.setattr(tiny, "fast_decoder", fast)
     seen = []
-    orig = tiny.model.mask_decoder.forward
+    owner, name = (sam_module, "shared_image_decode") if fast else (tiny.model.mask_decoder, "forward")
+    orig = getattr(owner, name)
 
     def spy(*args, **kwargs):
         low, iou = orig(*args, **kwargs)
         seen.append(tuple(low.shape))
         return low, iou
 
-    monkeypatch.setattr(tiny.model.mask_decoder, "forward", spy)
+    monkeypatch.setattr(owner, name, spy)
     big = []
     real_interp = torch.nn.functional.interpolate
 
@@ -247,3 +252,16 @@ def test_superpixel_anti_aliased_and_noisy_image():
     small = cv2.resize(shape, (w, h), interpolation=cv2.INTER_NEAREST) > 0
     m = t.masks[t.index[4, 4]]
     assert (m & small).sum() / (m | small).sum() > 0.8
+
+
+@pytest.mark.parametrize("multimask", ["best_iou", "single", "2"])
+def test_shared_image_decoder_gives_the_same_tables(multimask):
+    """``fast_decoder`` (the default) is the same math as ``model.mask_decoder``: identical tables."""
+    cfg = {"name": "sam", "sam_model": "tiny", "device": "cpu", "multimask": multimask, "points_per_batch": 16}
+    fast, plain = build_segmenter({**cfg, "fast_decoder": True}), build_segmenter({**cfg, "fast_decoder": False})
+    img, _, _ = _shapes_image()
+    a, b = fast.segment(img, 8), plain.segment(img, 8)
+    assert a.equals(b) and np.array_equal(a.scores, b.scores)
+    points = np.array([[3.5, 7.25], [40.0, 20.0], [0.0, 0.0]])
+    (ma, sa), (mb, sb) = fast.segment_points(img, points), plain.segment_points(img, points)
+    assert np.array_equal(ma, mb) and np.array_equal(sa, sb)

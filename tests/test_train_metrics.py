@@ -74,11 +74,12 @@ def test_outcomes_decode_through_the_table_and_refine():
     assert o.set_answer("<seg><grid_0_0><grid_2_0></seg>")
     inter, union = np.count_nonzero(o.result & gt), np.count_nonzero(o.result | gt)
     assert (inter, union) == (4, 20)  # one of four GT cells right, one cell wrong
-    # refine: keep (0,0); move (2,0) left one step (half a cell) -> grid point (1,0)
-    assert o.refine("<offset><seg><OFF_0_0><OFF_-1_0></seg></offset>", "<seg><grid_0_0><grid_2_0></seg>")
-    assert np.count_nonzero(o.result & gt) == 8 and np.count_nonzero(o.result) == 8
-    assert o.item == Mask(((0, 0), (1, 0)))
-    assert not o.refine("<offset><seg><OFF_0_0></seg></offset>", "<seg><grid_0_0><grid_1_0></seg>")  # wrong count
+    # refine: move (0,0) right half a cell: the position lies on the left edge of (1,0)'s cell, whose
+    # mask stands for it; delete (2,0)
+    assert o.refine("<offset><seg><OFF_1_0><DELETE></seg></offset>", "<seg><grid_0_0><grid_2_0></seg>")
+    assert np.array_equal(o.result, rect(8, 8, 0, 2, 2, 4))
+    assert o.item == Mask(((1, 0),))
+    assert not o.refine("<offset><seg><OFF_0_0><OFF_0_0></seg></offset>", "<seg><grid_1_0></seg>")  # wrong count
     assert o.item is None and o.result is None
 
 

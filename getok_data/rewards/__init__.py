@@ -5,7 +5,7 @@ them with TRL's reward-function signature over the columns of ``getok-data expor
 """
 from .core import (
     BOX_MAX, DEFAULT_WEIGHTS, MASK_IOU_MAX, box_iou, box_refine_gain, box_reward, corner_l1,
-    format_reward, gt_mask, inside, mask_iou_gain, mask_iou_reward, parse_grounding,
+    format_reward, gt_mask, inside, mask_iou_gain, mask_iou_reward, noop_outside_penalty, parse_grounding,
     parse_refinement, point_reward, refine_point_reward, refine_point_score, refine_point_scores,
     refinement_format_reward, repetition_reward, score_grid_answer, score_refinement,
     weighted_total,
@@ -14,7 +14,7 @@ from .core import (
 __all__ = [
     "BOX_MAX", "DEFAULT_WEIGHTS", "MASK_IOU_MAX", "box_iou", "box_refine_gain", "box_reward",
     "corner_l1", "format_reward", "gt_mask", "inside", "mask_iou_gain", "mask_iou_reward",
-    "parse_grounding", "parse_refinement", "point_reward", "refine_point_reward",
+    "noop_outside_penalty", "parse_grounding", "parse_refinement", "point_reward", "refine_point_reward",
     "refine_point_score", "refine_point_scores", "refinement_format_reward", "repetition_reward",
     "score_grid_answer", "score_refinement", "weighted_total",
 ]

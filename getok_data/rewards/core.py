@@ -331,8 +331,8 @@ def noop_outside_penalty(completion: str, previous: str, target: dict, grid: Gri
     else 0.
 
     Unlike ``score_refinement``'s ``noop`` (which follows the offset labels), keeping anchors
-    that already sit inside the GT is not penalised: with the candidate-table decoder a step hands
-    an anchor to the neighbouring grid point, so "move deeper" labels can lower the decoded IoU.
+    that already sit inside the GT is not penalised: through the candidate table a "move deeper"
+    step need not change the decoded mask, so following those labels is not always a gain.
     """
     parsed = parse_refinement(completion, previous, grid.n)
     if parsed is None:

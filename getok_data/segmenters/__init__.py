@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "sam_model": "vit_b",
     "sam_checkpoint": None,
     "points_per_batch": 64,
+    "fast_decoder": True,
     "multimask": "best_iou",
     "dtype": "float32",
     "device": "auto",
@@ -33,7 +34,7 @@ def build_segmenter(cfg: Mapping[str, Any]) -> Segmenter:
     """Build a segmenter from a config mapping (missing keys take :data:`DEFAULTS`).
 
     Keys: ``name`` (``sam`` | ``superpixel``), ``sam_model`` (``vit_b`` | ``vit_l`` | ``vit_h`` |
-    ``tiny``), ``sam_checkpoint``, ``points_per_batch``, ``multimask`` (``best_iou`` | ``single`` |
+    ``tiny``), ``sam_checkpoint``, ``points_per_batch``, ``fast_decoder`` (sam: :func:`~.sam.shared_image_decode`), ``multimask`` (``best_iou`` | ``single`` |
     ``0`` | ``1`` | ``2``), ``dtype`` (``float32`` | ``bfloat16``), ``device`` (``auto`` | ``cpu`` |
     ``cuda`` | ``cuda:N``), ``table_max_side``, ``seed`` (tiny weights). Optional extras:
     ``encoder_batch_size`` (sam); ``superpixel_scale``, ``superpixel_sigma``,
@@ -48,6 +49,7 @@ def build_segmenter(cfg: Mapping[str, Any]) -> Segmenter:
             model_type=str(c["sam_model"]),
             checkpoint=c["sam_checkpoint"],
             points_per_batch=int(c["points_per_batch"]),
+            fast_decoder=bool(c["fast_decoder"]),
             multimask=str(c["multimask"]),
             dtype=str(c["dtype"]),
             device=c["device"],

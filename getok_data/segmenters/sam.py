@@ -20,10 +20,11 @@ Determinism: on CPU the same input and config always give the identical table, a
 ``points_per_batch`` (and, on GPU, the encoder batch) only changes float rounding: logits and
 scores move by ~1e-7, so a mask pixel can only change where a logit is that close to 0.
 
-``fast_decoder=True`` (opt-in) runs :func:`shared_image_decode` instead of ``model.mask_decoder``:
-the same modules and the same math, but the image embedding is not copied once per prompt and
-the prompt-independent projections of the first two-way block are computed once per image
-(~1.3x faster decoding on CPU; bit-identical outputs on CPU, see docs/BENCHMARKS.md).
+``fast_decoder=True`` (the default; config ``segmenter.fast_decoder``) runs
+:func:`shared_image_decode` instead of ``model.mask_decoder``: the same modules and the same math,
+but the image embedding is not copied once per prompt and the prompt-independent projections of
+the first two-way block are computed once per image (faster decoding, see docs/BENCHMARKS.md;
+bit-identical tables on CPU, tested). Like ``points_per_batch`` it is part of the config hash.
 """
 from __future__ import annotations
 
@@ -176,7 +177,7 @@ class SamSegmenter(SegmenterBase):
         seed: int = 0,
         encoder_batch_size: int = 4,
         model: Sam | None = None,
-        fast_decoder: bool = False,
+        fast_decoder: bool = True,
     ) -> None:
         multimask = str(multimask)
         if multimask not in MULTIMASK_RULES:

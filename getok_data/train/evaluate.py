@@ -60,13 +60,14 @@ class Outcome:
 
 
 def requantise(item, steps, grid: Grid, dec: TableDecoder):
-    """The grid-token grounding a refined one stands for, with the table decoder's rule (a step
-    hands the anchor to the neighbouring grid point, ``TableDecoder.moved``); None if nothing is
-    left. Mask anchors off the grid are dropped; box corners and points are clamped to it."""
-    moved = [dec.moved(i, j, s) for (i, j), s in zip(item.anchors, steps)]
+    """The grid-token grounding a refined one stands for; None if nothing is left. Mask anchors
+    become the grid points whose masks stood in for them (``TableDecoder.stand_in``), so the
+    re-quantised mask decodes to the refined one; box corners and points go to the nearest grid
+    point (``TableDecoder.moved``), clamped to the grid."""
     if item.kind == "seg":
-        kept = {p for p in moved if p is not None and 0 <= p[0] < grid.n and 0 <= p[1] < grid.n}
+        kept = {dec.stand_in(i, j, s) for (i, j), s in zip(item.anchors, steps)} - {None}
         return Mask(tuple(sorted(kept, key=lambda a: (a[1], a[0])))) if kept else None
+    moved = [dec.moved(i, j, s) for (i, j), s in zip(item.anchors, steps)]
     if any(p is None for p in moved):
         return None
     pts = [(min(grid.n - 1, max(0, i)), min(grid.n - 1, max(0, j))) for i, j in moved]
