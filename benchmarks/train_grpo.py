@@ -7,7 +7,8 @@
 3. the candidate-table approximation for refined positions (``getok_data/decode.py``) against the
    exact superpixel mask at the refined position: on the val build's stored seg refinement samples
    (prompt anchors + labelled offsets), the IoU between the two refined masks, and the IoU gain
-   over the unrefined anchors under each.
+   over the unrefined anchors under each; also for the earlier rule (the nearest grid point's
+   mask, whether or not it contains the refined position).
 
 Needs the SFT checkpoint of benchmarks/train_sft_curve.py (``OUT/sft.pt``; trained here if
 missing). Prints one JSON line.
@@ -40,7 +41,8 @@ def table_decoder_error(val: str, shards: int | None = None) -> dict:
     from getok_data.verify import iter_samples
 
     seg = SuperpixelSegmenter()
-    out: dict[str, list] = {"agreement": [], "gain_table": [], "gain_exact": [], "anchors_exact": []}
+    out: dict[str, list] = {"agreement": [], "gain_table": [], "gain_exact": [], "anchors_exact": [],
+                            "agreement_nearest_rule": [], "gain_nearest_rule": []}
     for url in resolve_shards(str(ROOT / val))[:shards]:
         for _, m in iter_samples(open(url, "rb").read()):
             meta = json.loads(m["json"])
@@ -68,6 +70,10 @@ def table_decoder_error(val: str, shards: int | None = None) -> dict:
                     out["agreement"].append(mask_iou(table, ex) if (table | ex).any() else 1.0)
                     out["gain_table"].append(mask_iou(table, gt) - mask_iou(before, gt))
                     out["gain_exact"].append(mask_iou(ex, gt) - mask_iou(before, gt))
+                    # the previous rule, for comparison: the nearest grid point's mask, contained or not
+                    near = dec.union([dec.moved(i, j, s) for (i, j), s in zip(anchors, steps)])
+                    out["agreement_nearest_rule"].append(mask_iou(near, ex) if (near | ex).any() else 1.0)
+                    out["gain_nearest_rule"].append(mask_iou(near, gt) - mask_iou(before, gt))
     return {"samples": len(out["agreement"]), **{k: round(float(np.mean(v)), 4) for k, v in out.items()}}
 
 

@@ -35,7 +35,7 @@ def main() -> None:
 @click.option("--segmenter", help="superpixel | sam")
 @click.option("--sam-model", help="vit_b | vit_l | vit_h | tiny")
 @click.option("--sam-checkpoint", type=click.Path(), help="Path of the SAM checkpoint (.pth).")
-@click.option("--points-per-batch", type=int)
+@click.option("--points-per-batch", help="SAM prompts per decoder batch, or auto (4 on CPU, 64 on GPU).")
 @click.option("--fast-decoder/--no-fast-decoder", default=None, help="SAM: share the image embedding across prompts.")
 @click.option("--multimask", help="best_iou | single | 0 | 1 | 2")
 @click.option("--dtype", help="float32 | bfloat16")

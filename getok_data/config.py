@@ -16,7 +16,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "grid": {"n": 32, "m": None},  # m defaults to 2n
     "segmenter": {
-        "name": "superpixel", "sam_model": "vit_b", "sam_checkpoint": None, "points_per_batch": 64,
+        "name": "superpixel", "sam_model": "vit_b", "sam_checkpoint": None, "points_per_batch": "auto",
         "fast_decoder": True, "multimask": "best_iou", "dtype": "float32", "device": "auto", "table_max_side": 256,
         "seed": 0,
     },
@@ -35,8 +35,8 @@ DEFAULTS: dict[str, Any] = {
 # Sections (and build keys) that change the bytes of the shards; the rest is how we run.
 OUTPUT_SECTIONS = ("source", "grid", "segmenter", "selection", "labelling")
 OUTPUT_BUILD_KEYS = ("images_per_shard",)
-# Segmenter keys that select the hardware, not the result (points_per_batch can move SAM
-# scores in the last bits, so it is part of the hash).
+# Segmenter keys that select the hardware, not the result (points_per_batch and fast_decoder can
+# move SAM scores in the last bits, so they are part of the hash; "auto" is hashed as written).
 RUNTIME_SEGMENTER_KEYS = ("device",)
 
 

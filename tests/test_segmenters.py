@@ -265,3 +265,18 @@ def test_shared_image_decoder_gives_the_same_tables(multimask):
     points = np.array([[3.5, 7.25], [40.0, 20.0], [0.0, 0.0]])
     (ma, sa), (mb, sb) = fast.segment_points(img, points), plain.segment_points(img, points)
     assert np.array_equal(ma, mb) and np.array_equal(sa, sb)
+
+
+def test_points_per_batch_auto_resolves_by_device_and_rejects_nonsense():
+    import torch
+
+    from getok_data.segmenters.sam import resolve_points_per_batch
+
+    assert resolve_points_per_batch("auto", torch.device("cpu")) == 4
+    assert resolve_points_per_batch("auto", torch.device("cuda")) == 64
+    assert resolve_points_per_batch("16", torch.device("cpu")) == 16
+    for bad in (0, -3, "many", None):
+        with pytest.raises(ValueError, match="points_per_batch must be a positive integer or 'auto'"):
+            resolve_points_per_batch(bad, torch.device("cpu"))
+    seg = build_segmenter({"name": "sam", "sam_model": "tiny", "device": "cpu"})
+    assert seg.points_per_batch == 4 and seg.identity["points_per_batch"] == 4 and seg.fast_decoder

@@ -81,6 +81,30 @@ def test_offset_answers_match_the_stored_refine_samples(build):
             assert len(steps) == len(parse(ex.previous, 8)[0].anchors)
 
 
+def test_far_jitter_adds_anchors_away_from_the_target_that_answer_delete(build):
+    """``jitter_far`` puts anchors anywhere on the grid: the far ones must be answered <DELETE>."""
+    from getok_data.train.data import offset_prompt
+
+    rng = np.random.default_rng(0)
+    deleted_far = 0
+    for s in ShardStream(str(build), {"image_size": 32}, shuffle=False, expand=False):
+        meta = s["meta"]
+        for t in (t for t in meta["targets"] if t["tokens"]["seg"] is not None):
+            info = target_info(meta, t)
+            for _ in range(20):
+                prev = parse(offset_prompt(t, info, {"jitter_far": 3.0, "jitter_extra": 0.0}, rng), 8)
+                steps = parse(offset_answer(prev, info), 8)[0].groups[0].steps
+                for (i, j), step in zip(prev[0].anchors, steps):
+                    far = t["regions"][j * 8 + i] == "F"
+                    assert (step is None) or not far  # a far anchor is always answered <DELETE>
+                    deleted_far += far
+    assert deleted_far > 50
+    # off by default in the bare function (the trainer's config turns it on)
+    t = next(t for t in meta["targets"] if t["tokens"]["seg"] is not None)
+    plain = {offset_prompt(t, target_info(meta, t), {"jitter_extra": 0.0, "jitter_move": 0.0}, rng) for _ in range(50)}
+    assert len(plain) <= len(t["refine"]) + 1
+
+
 def test_collate_and_loader(build):
     v = SeqVocab(8)
     loader, stream = make_loader(str(build), {"image_size": 32, "shuffle_buffer": 0}, v, "both", 16, workers=2)

@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "name": "sam",
     "sam_model": "vit_b",
     "sam_checkpoint": None,
-    "points_per_batch": 64,
+    "points_per_batch": "auto",
     "fast_decoder": True,
     "multimask": "best_iou",
     "dtype": "float32",
@@ -48,7 +48,7 @@ def build_segmenter(cfg: Mapping[str, Any]) -> Segmenter:
         return SamSegmenter(
             model_type=str(c["sam_model"]),
             checkpoint=c["sam_checkpoint"],
-            points_per_batch=int(c["points_per_batch"]),
+            points_per_batch=c["points_per_batch"],
             fast_decoder=bool(c["fast_decoder"]),
             multimask=str(c["multimask"]),
             dtype=str(c["dtype"]),

@@ -17,8 +17,9 @@ dtype: ``float32`` (default, on every device) or ``bfloat16`` (``torch.autocast`
 device; meant for CUDA, on CPU it is only used when explicitly requested and is slow).
 Determinism: on CPU the same input and config always give the identical table, and
 ``segment_batch`` equals ``segment`` per image (the CPU encoder runs image by image).
-``points_per_batch`` (and, on GPU, the encoder batch) only changes float rounding: logits and
-scores move by ~1e-7, so a mask pixel can only change where a logit is that close to 0.
+``points_per_batch`` (default ``auto``: 4 on CPU, 64 on GPU; the value used is in the identity)
+and, on GPU, the encoder batch only change float rounding: logits and scores move by ~1e-7, so a
+mask pixel can only change where a logit is that close to 0.
 
 ``fast_decoder=True`` (the default; config ``segmenter.fast_decoder``) runs
 :func:`shared_image_decode` instead of ``model.mask_decoder``: the same modules and the same math,
@@ -68,6 +69,25 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+# Prompts decoded per batch for ``points_per_batch: auto``. The decoder's per-prompt tensors
+# (4096 image tokens x 256 channels each) stay in cache at small batches: on CPU 4 prompts per
+# batch decode 2.2x faster than 64 (docs/BENCHMARKS.md); a GPU wants large batches.
+AUTO_POINTS_PER_BATCH = {"cpu": 4, "cuda": 64}
+
+
+def resolve_points_per_batch(value: int | str, device: torch.device) -> int:
+    """``points_per_batch`` as an int: ``auto`` picks by device type (:data:`AUTO_POINTS_PER_BATCH`)."""
+    if str(value) == "auto":
+        return AUTO_POINTS_PER_BATCH.get(device.type, 64)
+    try:
+        ppb = int(value)
+    except (TypeError, ValueError):
+        ppb = 0
+    if ppb < 1:
+        raise ValueError(f"points_per_batch must be a positive integer or 'auto', got {value!r}")
+    return ppb
 
 
 def load_sam(model_type: str, checkpoint: str | None, seed: int = 0) -> tuple[Sam, str]:
@@ -169,7 +189,7 @@ class SamSegmenter(SegmenterBase):
         self,
         model_type: str = "vit_b",
         checkpoint: str | None = None,
-        points_per_batch: int = 64,
+        points_per_batch: int | str = "auto",
         multimask: str = "best_iou",
         dtype: str = "float32",
         device: str | torch.device = "auto",
@@ -184,15 +204,15 @@ class SamSegmenter(SegmenterBase):
             raise ValueError(f"unknown multimask rule {multimask!r}; valid: {', '.join(MULTIMASK_RULES)}")
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
-        if points_per_batch < 1 or encoder_batch_size < 1:
-            raise ValueError("points_per_batch and encoder_batch_size must be >= 1")
+        if encoder_batch_size < 1:
+            raise ValueError("encoder_batch_size must be >= 1")
         if model is None:
             model, sha = load_sam(model_type, checkpoint, seed)
         else:
             sha = file_sha256(checkpoint) if checkpoint else "unknown"
         self.device = resolve_device(device)
         self.model: Sam = model.to(self.device).eval()
-        self.points_per_batch = int(points_per_batch)
+        self.points_per_batch = resolve_points_per_batch(points_per_batch, self.device)
         self.encoder_batch_size = int(encoder_batch_size)
         self.fast_decoder = bool(fast_decoder)
         self.multimask = multimask
@@ -204,6 +224,7 @@ class SamSegmenter(SegmenterBase):
             "model_type": model_type,
             "checkpoint_sha256": sha,
             "multimask": multimask,
+            "points_per_batch": self.points_per_batch,
             "table_max_side": self.table_max_side,
             "dtype": dtype,
             "mask_threshold": float(self.model.mask_threshold),

@@ -19,7 +19,7 @@ DATA: dict[str, Any] = {
     "resample": False,
     "tasks": {"seg": 0.6, "box": 0.2, "point": 0.2},  # grid-stage task mix
     "offset_rate": 0.5,  # stage both: chance of an offset example per (target, sentence)
-    "jitter_move": 0.3, "jitter_extra": 0.7,  # offset stage: jittered GT answers to refine
+    "jitter_move": 0.3, "jitter_extra": 0.7, "jitter_far": 1.0,  # offset stage: jittered GT answers to refine
 }
 
 SFT_DEFAULTS: dict[str, Any] = {

@@ -209,6 +209,10 @@ def offset_prompt(t: dict, info: dict, cfg: dict, rng: np.random.Generator) -> s
     (ia, ja), (ib, jb) = g.nearest(x0, y0), g.nearest(x1 - 1e-6, y1 - 1e-6)
     for _ in range(rng.poisson(float(cfg.get("jitter_extra", 0.7)))):
         anchors.add((int(np.clip(rng.integers(ia - 2, ib + 3), 0, n - 1)), int(np.clip(rng.integers(ja - 2, jb + 3), 0, n - 1))))
+    # Anchors anywhere (mostly far from the target: <DELETE>), the typical error of a grid answer
+    # that grounded part of a distractor; without them the model never learns to delete its own.
+    for _ in range(rng.poisson(float(cfg.get("jitter_far", 0.0)))):
+        anchors.add((int(rng.integers(n)), int(rng.integers(n))))
     return encode(Mask(tuple(sorted(anchors, key=lambda a: (a[1], a[0])))))
 
 
