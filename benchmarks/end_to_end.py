@@ -58,8 +58,12 @@ def main() -> None:
         ray.init(runtime_env={"env_vars": {"PYTHONHASHSEED": "0"}}, log_to_driver=False, include_dashboard=False)
         ray_init_s = time.perf_counter() - t
         try:
+            import pipelines.ray_runner as ray_runner
+            depth = ray_runner.QUEUE_DEPTH
             for name, runner, actors in (("local", "local", None), ("ray_1_actor", "ray", 1),
-                                         ("ray_2_actors", "ray", 2)):
+                                         ("ray_2_actors", "ray", 2), ("ray_2_actors_one_in_flight", "ray", 2)):
+                # before/after: one shard in flight per actor (the earlier scheduling) vs QUEUE_DEPTH
+                ray_runner.QUEUE_DEPTH = 1 if name.endswith("one_in_flight") else depth
                 wall, summary, digest = build(tmp / name, args.images, args.grid, args.images_per_shard,
                                               runner, actors)
                 digests.add(digest)
@@ -91,7 +95,8 @@ def main() -> None:
         "`getok-data build` through `run_build`, same process: local runner vs Ray (in-process `ray.init`, "
         "`build.num_actors` 1 and 2, 1 CPU each); wall time around `run_build`, so Ray rows include starting "
         "their actors. `busy_parallelism` = sum of the shards' own seconds (sidecars) / wall: how many shards "
-        "were being built at once on average. `identical_shards`: every run wrote the same tar bytes. `tiny_shards`: one-image "
+        "were being built at once on average. `ray_2_actors_one_in_flight`: the same with one shard in flight "
+        "per actor (the scheduling before `QUEUE_DEPTH` = 2). `identical_shards`: every run wrote the same tar bytes. `tiny_shards`: one-image "
         "shards at grid 2; ms per shard is the slope between two shard counts (fixed costs cancel)."))
 
 

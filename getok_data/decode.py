@@ -58,11 +58,11 @@ class TableDecoder:
             return None if step is None else (i, j)
         du, dv = step
         u, v = i + du * self.n / self.m, j - dv * self.n / self.m  # refined position in grid units
-        around = sorted({(a, b) for a in (math.floor(u), math.ceil(u)) for b in (math.floor(v), math.ceil(v))},
-                        key=lambda q: ((q[0] - u) ** 2 + (q[1] - v) ** 2, q[1], q[0]))
         row, col = math.floor((v + 0.5) * self.h / self.n), math.floor((u + 0.5) * self.w / self.n)
         if not (0 <= row < self.h and 0 <= col < self.w):
             return None  # off the image
+        around = sorted({(a, b) for a in (math.floor(u), math.ceil(u)) for b in (math.floor(v), math.ceil(v))},
+                        key=lambda q: ((q[0] - u) ** 2 + (q[1] - v) ** 2, q[1], q[0]))
         for q in dict.fromkeys([self.moved(i, j, step), (i, j), *around]):  # in order, no repeats
             cand = self._candidate(*q)
             if cand is not None and self.mask(cand)[row, col]:
