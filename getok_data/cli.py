@@ -56,8 +56,8 @@ def main() -> None:
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
 def build(config_path, src, split, size, seed, data_root, image_root, annotations, split_by, n, m,
-          segmenter, sam_model, sam_checkpoint, points_per_batch, fast_decoder, multimask, dtype, device, table_max_side,
-          method, tau, out, images_per_shard, limit, max_error_rate, force, runner, address, num_actors,
+          segmenter, sam_model, sam_checkpoint, points_per_batch, fast_decoder, multimask, dtype, device,
+          table_max_side, method, tau, out, images_per_shard, limit, max_error_rate, force, runner, address, num_actors,
           gpus_per_actor, cpus_per_actor, no_progress, as_json) -> None:
     """Build (or resume) a sharded WebDataset of grounding tokens."""
     from pipelines.build import BuildError, check_error_rate, run_build
@@ -68,8 +68,8 @@ def build(config_path, src, split, size, seed, data_root, image_root, annotation
                    "image_root": image_root, "annotations": annotations, "split_by": split_by, "limit": limit},
         "grid": {"n": n, "m": m},
         "segmenter": {"name": segmenter, "sam_model": sam_model, "sam_checkpoint": sam_checkpoint,
-                      "points_per_batch": points_per_batch, "fast_decoder": fast_decoder, "multimask": multimask, "dtype": dtype,
-                      "device": device, "table_max_side": table_max_side},
+                      "points_per_batch": points_per_batch, "fast_decoder": fast_decoder, "multimask": multimask,
+                      "dtype": dtype, "device": device, "table_max_side": table_max_side},
         "selection": {"method": method, "tau": tau},
         "build": {"out": out, "images_per_shard": images_per_shard, "max_error_rate": max_error_rate,
                   "runner": runner, "address": address, "num_actors": num_actors,

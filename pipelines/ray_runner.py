@@ -82,7 +82,7 @@ def run_ray(cfg: dict, chash: str, storage: Storage, progress: bool = True) -> t
     retry: deque = deque()  # (index, records) to run again
     attempts: dict[int, int] = {}
     running: dict = {}  # ref -> (index, records, actor number)
-    started: dict = {}  # ref -> when it reached the head of its actor's queue (began running)
+    since = [0.0] * len(actors)  # when the head of each actor's queue began running
     num_shards = 0
     exhausted = False
 
@@ -109,18 +109,15 @@ def run_ray(cfg: dict, chash: str, storage: Storage, progress: bool = True) -> t
                 running[ref] = (index, records, k)
                 queues[k].append(ref)
                 if len(queues[k]) == 1:
-                    started[ref] = time.monotonic()
+                    since[k] = time.monotonic()
             if not running:
                 break
-            heads = [started[q[0]] for q in queues if q]
-            wait = min([5.0] + [max(0.05, t + timeout - time.monotonic()) for t in heads])
+            wait = min([5.0] + [max(0.05, since[k] + timeout - time.monotonic()) for k, q in enumerate(queues) if q])
             ready, _ = ray.wait(list(running), num_returns=1, timeout=wait)
             for ref in ready:
                 index, records, k = running.pop(ref)
                 queues[k].remove(ref)
-                started.pop(ref, None)
-                if queues[k]:
-                    started.setdefault(queues[k][0], time.monotonic())
+                since[k] = time.monotonic()  # the next queued shard, if any, starts now
                 try:
                     sidecars[index] = ray.get(ref)
                     bar.shard(sidecars[index], images_counted=False)
@@ -131,15 +128,12 @@ def run_ray(cfg: dict, chash: str, storage: Storage, progress: bool = True) -> t
                 free.append(k)  # Ray restarts a dead actor in place
             now = time.monotonic()
             for k, queue in enumerate(queues):
-                if queue and now - started[queue[0]] > timeout:  # a hung worker: kill it, retry the shard
-                    ref = queue.popleft()
-                    index, records, _ = running.pop(ref)
-                    started.pop(ref)
+                if queue and now - since[k] > timeout:  # a hung worker: kill it, retry the shard
+                    index, records, _ = running.pop(queue.popleft())
                     ray.kill(actors[k], no_restart=False)  # its queued shard fails and is retried too
                     _retry(index, records, attempts, max_retries, retry, f"timed out after {timeout:g}s")
                     free.append(k)
-                    if queue:
-                        started[queue[0]] = now
+                    since[k] = now
     for a in actors:
         ray.kill(a, no_restart=True)
     return [sidecars[k] for k in sorted(sidecars)], num_shards

@@ -34,8 +34,8 @@ def build_segmenter(cfg: Mapping[str, Any]) -> Segmenter:
     """Build a segmenter from a config mapping (missing keys take :data:`DEFAULTS`).
 
     Keys: ``name`` (``sam`` | ``superpixel``), ``sam_model`` (``vit_b`` | ``vit_l`` | ``vit_h`` |
-    ``tiny``), ``sam_checkpoint``, ``points_per_batch``, ``fast_decoder`` (sam: :func:`~.sam.shared_image_decode`), ``multimask`` (``best_iou`` | ``single`` |
-    ``0`` | ``1`` | ``2``), ``dtype`` (``float32`` | ``bfloat16``), ``device`` (``auto`` | ``cpu`` |
+    ``tiny``), ``sam_checkpoint``, ``points_per_batch`` (int or ``auto``), ``fast_decoder`` (sam:
+    :func:`~.sam.shared_image_decode`), ``multimask`` (``best_iou`` | ``single`` | ``0`` | ``1`` | ``2``), ``dtype`` (``float32`` | ``bfloat16``), ``device`` (``auto`` | ``cpu`` |
     ``cuda`` | ``cuda:N``), ``table_max_side``, ``seed`` (tiny weights). Optional extras:
     ``encoder_batch_size`` (sam); ``superpixel_scale``, ``superpixel_sigma``,
     ``superpixel_min_size`` (superpixel).
