@@ -112,6 +112,7 @@ def main() -> None:
     ap.add_argument("--grids", default="8,16")
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--offset-masks", action="store_true", help="also time grid.offset_masks (ours + one-step masks)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -145,9 +146,9 @@ def main() -> None:
             pred.set_image, pred.predict_torch = set_image_bf16, predict_bf16
         return amg
 
-    def ours(im, n: int, fast: bool, batch: int):
+    def ours(im, n: int, fast: bool, batch: int, offset_m: int | None = None):
         seg.fast_decoder, seg.points_per_batch = fast, batch
-        return seg.segment_batch([im], n)[0]
+        return seg.segment_batch([im], n, offset_m)[0]
 
     for im in images if dev.type != "cpu" or args.compile else images[:1]:
         seg.encode([im])  # warm-up (and compile)
@@ -160,7 +161,7 @@ def main() -> None:
             ours(images[0], n, True, ppb)
             for amg in amgs.values():
                 amg.generate(images[0])
-        sides = ("enc", "ours_before", "ours", *amgs)
+        sides = ("enc", "ours_before", "ours", *amgs, *(["ours_offset_masks"] if args.offset_masks else []))
         best = {side: [[float("inf")] * 2 for _ in images] for side in sides}  # per image: [wall, cpu]
         counts, agree = {"ours": [0] * k, "amg": [0] * k}, []
         for _ in range(args.repeat):
@@ -168,11 +169,15 @@ def main() -> None:
                 runs = {"enc": lambda: seg.encode([im]), "ours_before": lambda: ours(im, n, False, 64),
                         "ours": lambda: ours(im, n, True, ppb),
                         **{side: (lambda a=a: a.generate(im)) for side, a in amgs.items()}}
+                if args.offset_masks:
+                    runs["ours_offset_masks"] = lambda: ours(im, n, True, ppb, 2 * n)
                 outs = {}
                 for side, fn in runs.items():
                     wall, cpu, outs[side] = timed(fn, dev)
                     best[side][i] = [min(best[side][i][0], wall), min(best[side][i][1], cpu)]
                 counts["ours"][i], counts["amg"][i] = len(outs["ours"]), len(outs["amg"])
+                if args.offset_masks:
+                    counts.setdefault("offset", [0] * k)[i] = len(outs["ours_offset_masks"])
                 agree.append(pixel_agreement(outs["ours"], outs["ours_before"]))
         tot = {side: [sum(b[j] for b in v) for j in (0, 1)] for side, v in best.items()}  # [wall, cpu]
         enc_all.append(tot["enc"][0])
@@ -193,6 +198,9 @@ def main() -> None:
             "ours_unique_masks_per_image": round(sum(counts["ours"]) / k, 1),
             "amg_masks_per_image": round(sum(counts["amg"]) / k, 1),
         })
+        if args.offset_masks:  # what grid.offset_masks costs: decoding after the encoder, and table size
+            row["offset_masks_after_encoder_x"] = round((per["ours_offset_masks"] - per["enc"]) / max(1e-9, per["ours"] - per["enc"]), 2)
+            row["offset_masks_unique_masks_per_image"] = round(sum(counts["offset"]) / k, 1)
         rows.append(row)
         print(row, flush=True)
     t_enc = min(enc_all)

@@ -4,11 +4,13 @@
    mask gIoU of the SFT start vs stage 1 (no refinement);
 2. stage 2: ``getok-data train grpo --stage offset --init STAGE1``; gIoU with one refinement round
    vs none, on the stage-2 checkpoint (``getok-data eval --refine-rounds 1`` vs ``0``);
-3. the candidate-table approximation for refined positions (``getok_data/decode.py``) against the
+3. refined positions decoded from the candidate table (``getok_data/decode.py``) against the
    exact superpixel mask at the refined position: on the val build's stored seg refinement samples
    (prompt anchors + labelled offsets), the IoU between the two refined masks, and the IoU gain
-   over the unrefined anchors under each; also for the earlier rule (the nearest grid point's
-   mask, whether or not it contains the refined position).
+   over the unrefined anchors under each. ``stored``: the table as built (exact when the build
+   stored offset masks, the default for superpixel); ``containing_rule``: the same table without
+   its offset masks (a stored grid mask that contains the refined position); ``nearest_rule``: the
+   earliest rule (the nearest grid point's mask, whether or not it contains the position).
 
 Needs the SFT checkpoint of benchmarks/train_sft_curve.py (``OUT/sft.pt``; trained here if
 missing). Prints one JSON line.
@@ -41,8 +43,8 @@ def table_decoder_error(val: str, shards: int | None = None) -> dict:
     from getok_data.verify import iter_samples
 
     seg = SuperpixelSegmenter()
-    out: dict[str, list] = {"agreement": [], "gain_table": [], "gain_exact": [], "anchors_exact": [],
-                            "agreement_nearest_rule": [], "gain_nearest_rule": []}
+    out: dict[str, list] = {"anchors_exact": [], "gain_exact": []}
+    rules = ("stored", "containing_rule", "nearest_rule")
     for url in resolve_shards(str(ROOT / val))[:shards]:
         for _, m in iter_samples(open(url, "rb").read()):
             meta = json.loads(m["json"])
@@ -51,7 +53,10 @@ def table_decoder_error(val: str, shards: int | None = None) -> dict:
                 raise SystemExit("the table-decoder check needs a superpixel build")
             lab = seg.labels(img)
             n, mm = meta["grid"]["n"], meta["grid"]["m"]
-            dec, grid = TableDecoder(load_npz(m["cand.npz"]), n, mm), Grid(n, meta["width"], meta["height"], mm)
+            arrays = load_npz(m["cand.npz"])
+            dec = TableDecoder(arrays, n, mm)
+            grid_only = TableDecoder({k: v for k, v in arrays.items() if k != "offsets"}, n, mm)
+            grid = Grid(n, meta["width"], meta["height"], mm)
 
             def exact(points):
                 pts = [p for p in points if p is not None and 0 <= p[0] < grid.width and 0 <= p[1] < grid.height]
@@ -65,16 +70,15 @@ def table_decoder_error(val: str, shards: int | None = None) -> dict:
                     steps = list(parse(r["answer"], n)[0].groups[0].steps)
                     before = dec.decode(anchors)
                     out["anchors_exact"].append(mask_iou(exact([grid.anchor(i, j) for i, j in anchors]), before) if before.any() else 1.0)
-                    table = dec.decode(anchors, steps)
                     ex = exact([None if s is None else grid.position(i, j, s) for (i, j), s in zip(anchors, steps)])
-                    out["agreement"].append(mask_iou(table, ex) if (table | ex).any() else 1.0)
-                    out["gain_table"].append(mask_iou(table, gt) - mask_iou(before, gt))
                     out["gain_exact"].append(mask_iou(ex, gt) - mask_iou(before, gt))
-                    # the previous rule, for comparison: the nearest grid point's mask, contained or not
-                    near = dec.union([dec.moved(i, j, s) for (i, j), s in zip(anchors, steps)])
-                    out["agreement_nearest_rule"].append(mask_iou(near, ex) if (near | ex).any() else 1.0)
-                    out["gain_nearest_rule"].append(mask_iou(near, gt) - mask_iou(before, gt))
-    return {"samples": len(out["agreement"]), **{k: round(float(np.mean(v)), 4) for k, v in out.items()}}
+                    refined = {"stored": dec.decode(anchors, steps), "containing_rule": grid_only.decode(anchors, steps),
+                               "nearest_rule": dec.union([dec.moved(i, j, s) for (i, j), s in zip(anchors, steps)])}
+                    for rule in rules:
+                        got = refined[rule]
+                        out.setdefault(f"agreement_{rule}", []).append(mask_iou(got, ex) if (got | ex).any() else 1.0)
+                        out.setdefault(f"gain_{rule}", []).append(mask_iou(got, gt) - mask_iou(before, gt))
+    return {"samples": len(out["gain_exact"]), **{k: round(float(np.mean(v)), 4) for k, v in out.items()}}
 
 
 def main() -> None:

@@ -18,13 +18,17 @@ FORMAT_VERSION = 1
 
 
 def table_arrays(table) -> dict[str, np.ndarray]:
-    """The ``.cand.npz`` contract: index int32 [n, n] ([j, i], -1 = none), shape [h, w], packed masks."""
-    return {
+    """The ``.cand.npz`` contract: index int32 [n, n] ([j, i], -1 = none), shape [h, w], packed
+    masks, scores; with offset masks also offsets int32 [n, n, 9] ([j, i, step], -1 = none)."""
+    arrays = {
         "index": np.ascontiguousarray(table.index, dtype=np.int32),
         "shape": np.asarray(table.shape, dtype=np.int32),
         "masks": np.ascontiguousarray(table.packed(), dtype=np.uint8),
         "scores": np.asarray(table.scores, dtype=np.float32),
     }
+    if table.offsets is not None:
+        arrays["offsets"] = np.ascontiguousarray(table.offsets, dtype=np.int32)
+    return arrays
 
 
 def representative_anchor(points: list[tuple[int, int]], gt: np.ndarray, grid: Grid) -> tuple[int, int]:
@@ -88,7 +92,7 @@ def annotate_image(record: ImageRecord, table, cfg: dict, segmenter_identity: di
     """The sample's JSON, its candidate-table arrays, and the targets quarantined on the way."""
     grid = Grid(int(cfg["grid"]["n"]), record.width, record.height, int(cfg["grid"]["m"]))
     arrays = table_arrays(table)
-    ptable = PackedTable(arrays["masks"], arrays["index"], tuple(int(v) for v in arrays["shape"]))
+    ptable = PackedTable.grid_of(arrays)
     targets, errors = [], []
     for t in record.targets:
         try:
@@ -111,7 +115,7 @@ def annotate_image(record: ImageRecord, table, cfg: dict, segmenter_identity: di
         "stats": {
             "targets": len(targets),
             "seg_null": sum(t["tokens"]["seg"] is None for t in targets),
-            "candidates": int(len(arrays["masks"])),
+            "candidates": int(len(ptable.packed)),
             "regions": region_counts,
         },
     }

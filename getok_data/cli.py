@@ -32,6 +32,8 @@ def main() -> None:
 @click.option("--split-by", help="REFER splitBy (unc, umd, google).")
 @click.option("--grid", "n", type=int, help="Grid size n (n x n anchor tokens).")
 @click.option("--m", "m", type=int, help="Offset lattice (default 2n: a step is half a cell).")
+@click.option("--offset-masks/--no-offset-masks", default=None,
+              help="Also store the masks one offset step from every anchor (exact refinement rewards; ~4x decoding).")
 @click.option("--segmenter", help="superpixel | sam")
 @click.option("--sam-model", help="vit_b | vit_l | vit_h | tiny")
 @click.option("--sam-checkpoint", type=click.Path(), help="Path of the SAM checkpoint (.pth).")
@@ -56,7 +58,7 @@ def main() -> None:
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
 def build(config_path, src, split, size, seed, data_root, image_root, annotations, split_by, n, m,
-          segmenter, sam_model, sam_checkpoint, points_per_batch, fast_decoder, multimask, dtype, device,
+          offset_masks, segmenter, sam_model, sam_checkpoint, points_per_batch, fast_decoder, multimask, dtype, device,
           table_max_side, method, tau, out, images_per_shard, limit, max_error_rate, force, runner, address, num_actors,
           gpus_per_actor, cpus_per_actor, no_progress, as_json) -> None:
     """Build (or resume) a sharded WebDataset of grounding tokens."""
@@ -66,7 +68,7 @@ def build(config_path, src, split, size, seed, data_root, image_root, annotation
     overrides = {
         "source": {"name": src, "split": split, "size": size, "seed": seed, "data_root": data_root,
                    "image_root": image_root, "annotations": annotations, "split_by": split_by, "limit": limit},
-        "grid": {"n": n, "m": m},
+        "grid": {"n": n, "m": m, "offset_masks": offset_masks},
         "segmenter": {"name": segmenter, "sam_model": sam_model, "sam_checkpoint": sam_checkpoint,
                       "points_per_batch": points_per_batch, "fast_decoder": fast_decoder, "multimask": multimask,
                       "dtype": dtype, "device": device, "table_max_side": table_max_side},

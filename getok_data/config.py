@@ -14,7 +14,10 @@ DEFAULTS: dict[str, Any] = {
         "name": "synthetic", "split": None, "size": None, "seed": 0, "limit": None,
         "data_root": None, "image_root": None, "annotations": None, "split_by": None,
     },
-    "grid": {"n": 32, "m": None},  # m defaults to 2n
+    # m defaults to 2n; offset_masks: also store the masks one offset step from every anchor, so a
+    # refined anchor decodes exactly (auto: on for superpixel, where it is nearly free; off for SAM,
+    # where it costs about 4x the decoding and the table size)
+    "grid": {"n": 32, "m": None, "offset_masks": "auto"},
     "segmenter": {
         "name": "superpixel", "sam_model": "vit_b", "sam_checkpoint": None, "points_per_batch": "auto",
         "fast_decoder": True, "multimask": "best_iou", "dtype": "float32", "device": "auto", "table_max_side": 256,
@@ -77,6 +80,12 @@ def resolve(cfg: dict) -> dict:
     cfg = copy.deepcopy(cfg)
     if cfg["grid"]["m"] is None:
         cfg["grid"]["m"] = 2 * int(cfg["grid"]["n"])
+    om = cfg["grid"].get("offset_masks", "auto")
+    if om == "auto":
+        om = str(cfg["segmenter"]["name"]).lower() == "superpixel"
+    if not isinstance(om, bool):
+        raise ValueError(f"grid.offset_masks must be true, false or auto, got {om!r}")
+    cfg["grid"]["offset_masks"] = om
     if cfg["selection"]["method"] not in ("sorted", "gain"):
         raise ValueError(f"selection.method must be sorted or gain, got {cfg['selection']['method']!r}")
     if not 0 < float(cfg["selection"]["tau"]) <= 1:
@@ -89,6 +98,8 @@ def resolve(cfg: dict) -> dict:
 def output_config(cfg: dict) -> dict:
     """The part of the config that determines the shards' bytes."""
     out = {k: copy.deepcopy(cfg[k]) for k in OUTPUT_SECTIONS}
+    if not out["grid"].get("offset_masks"):  # off: hashed as before the key existed, so old builds resume
+        out["grid"].pop("offset_masks", None)
     for k in RUNTIME_SEGMENTER_KEYS:
         out["segmenter"].pop(k, None)
     out["build"] = {k: cfg["build"][k] for k in OUTPUT_BUILD_KEYS}

@@ -1,7 +1,9 @@
 """Decode masks from a sample's stored candidate table: no segmenter needed.
 
 An anchor decodes to its grid point's candidate mask. A refined position (an anchor moved by an
-offset step) has no candidate of its own: with the default ``m = 2n`` it lies half-way between
+offset step) decodes to the segmenter's own mask there when the build stored the offset masks
+(``grid.offset_masks``: the table's ``offsets`` map), which is exact. Otherwise it has no
+candidate of its own: with the default ``m = 2n`` it lies half-way between
 grid points. It decodes to the mask of a grid point around it whose mask *contains* it (the
 segmenter's mask for a point prompt covers that point, so this is the stored mask most like the
 one the segmenter would give there), trying in order: the grid point nearest to it (ties toward
@@ -18,7 +20,7 @@ import math
 import numpy as np
 
 from .masks import resize_nearest, rle_to_mask
-from .tokens import Grid
+from .tokens import OFFSET_STEPS, Grid
 
 Step = tuple[int, int] | None
 
@@ -32,6 +34,7 @@ class TableDecoder:
         self.n = n
         self.m = m or 2 * n
         self.packed = arrays["masks"]
+        self.offsets = arrays.get("offsets")  # [n, n, 9] or None (built without offset masks)
         self._cache: dict[int, np.ndarray] = {}
 
     def mask(self, u: int) -> np.ndarray:
@@ -74,11 +77,24 @@ class TableDecoder:
             return int(self.index[j, i])
         return None
 
+    def refined(self, i: int, j: int, step: Step) -> int | None:
+        """Candidate id of anchor (i, j) moved by ``step`` (None: nothing): the stored offset mask
+        when the table has them, else the mask of :meth:`stand_in`'s grid point."""
+        if step is None:
+            return None
+        if self.offsets is not None and 0 <= i < self.n and 0 <= j < self.n:
+            u = int(self.offsets[j, i, OFFSET_STEPS.index(tuple(step))])
+            return u if u >= 0 else None
+        q = self.stand_in(i, j, step)
+        return None if q is None else self._candidate(*q)
+
     def union(self, points: list[tuple[int, int] | None]) -> np.ndarray:
         """Union of the candidate masks at grid points (None and points off the grid are skipped)."""
+        return self._union_ids([None if p is None else self._candidate(*p) for p in points])
+
+    def _union_ids(self, ids: list[int | None]) -> np.ndarray:
         out = np.zeros((self.h, self.w), bool)
-        for p in points:
-            u = None if p is None else self._candidate(*p)
+        for u in ids:
             if u is not None:
                 out |= self.mask(u)
         return out
@@ -87,7 +103,7 @@ class TableDecoder:
         """Mask of a ``<seg>`` answer, optionally refined by one step (or DELETE) per anchor."""
         if steps is None:
             return self.union(list(anchors))
-        return self.union([self.stand_in(i, j, s) for (i, j), s in zip(anchors, steps)])
+        return self._union_ids([self.refined(i, j, s) for (i, j), s in zip(anchors, steps)])
 
     def gt(self, mask_rle: dict) -> np.ndarray:
         """A target's GT at the table resolution (nearest neighbour), as ``token_iou`` uses it."""

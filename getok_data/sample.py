@@ -76,19 +76,20 @@ def finish(p: Prepared, table, cfg: dict, identity: dict) -> SampleResult:
     return SampleResult(rec.key, members, errors, summary, sample["stats"]["regions"], seen)
 
 
-def segment_prepared(prepared: list[Prepared], segmenter, n: int) -> list:
-    """Candidate tables for the decodable images (one batched segmenter call), None elsewhere."""
+def segment_prepared(prepared: list[Prepared], segmenter, n: int, offset_m: int | None = None) -> list:
+    """Candidate tables for the decodable images (one batched segmenter call), None elsewhere;
+    with ``offset_m``, the tables also hold the masks one offset step from each anchor."""
     idx = [k for k, p in enumerate(prepared) if p.rgb is not None]
     tables: list = [None] * len(prepared)
     if not idx:
         return tables
     try:
-        for k, t in zip(idx, segmenter.segment_batch([prepared[k].rgb for k in idx], n)):
+        for k, t in zip(idx, segmenter.segment_batch([prepared[k].rgb for k in idx], n, offset_m)):
             tables[k] = t
     except Exception:  # isolate the bad image: fall back to one call per image
         for k in idx:
             try:
-                tables[k] = segmenter.segment(prepared[k].rgb, n)
+                tables[k] = segmenter.segment(prepared[k].rgb, n, offset_m)
             except Exception as e:
                 if "OutOfMemory" in type(e).__name__:
                     raise  # the machine's problem, not the image's: let the runner retry the shard

@@ -45,6 +45,14 @@ class PackedTable:
         self.words = to_words(self.packed)
         self.area = _popcount(self.words)
 
+    @classmethod
+    def grid_of(cls, arrays: dict[str, np.ndarray]) -> "PackedTable":
+        """The grid's candidates from ``.cand.npz`` arrays. Masks that only offset positions
+        produce are stored after the grid's (ids >= ``index.max() + 1``) and are left out."""
+        index = arrays["index"]
+        count = int(index.max()) + 1 if index.size else 0
+        return cls(arrays["masks"][:count], index, tuple(int(v) for v in arrays["shape"]))
+
     def anchors_of(self) -> list[list[tuple[int, int]]]:
         """For each mask, the grid points (i, j) that map to it, in raster order (cached)."""
         if self._anchors is None:

@@ -56,11 +56,12 @@ def check_sample(key: str, members: dict[str, bytes]) -> tuple[int, list[str]]:
         problems.append(f"{key}: json key {meta.get('key')!r} differs from the tar key")
     table = load_npz(members["cand.npz"])
     h, w = (int(v) for v in table["shape"])
-    ptable = PackedTable(table["masks"], table["index"], (h, w))
+    ptable = PackedTable.grid_of(table)
     n = meta["grid"]["n"]
     if table["index"].shape != (n, n):
         problems.append(f"{key}: index shape {table['index'].shape} != ({n}, {n})")
         return len(meta["targets"]), problems
+    problems += check_offsets(key, table, n)
     for t in meta["targets"]:
         where = f"{key}/{t['target_id']}"
         gt = np.packbits(resize_nearest(rle_to_mask(t["mask_rle"]), (h, w)).reshape(-1))
@@ -82,6 +83,20 @@ def check_sample(key: str, members: dict[str, bytes]) -> tuple[int, list[str]]:
         if len(t["regions"]) != n * n:
             problems.append(f"{where}: regions has {len(t['regions'])} chars, expected {n * n}")
     return len(meta["targets"]), problems
+
+
+def check_offsets(key: str, table: dict[str, np.ndarray], n: int) -> list[str]:
+    """Problems with the optional ``offsets`` member of a candidate table."""
+    if "offsets" not in table:
+        return []
+    off, count = table["offsets"], len(table["masks"])
+    if off.shape != (n, n, 9):
+        return [f"{key}: offsets shape {off.shape} != ({n}, {n}, 9)"]
+    if off.min() < -1 or off.max() >= count:
+        return [f"{key}: offsets values outside [-1, {count})"]
+    if not np.array_equal(off[..., 4], table["index"]):
+        return [f"{key}: offsets[..., 4] (keep) differs from index"]
+    return []
 
 
 def verify_shard(storage: Storage, name: str, sidecar: dict | None) -> ShardReport:

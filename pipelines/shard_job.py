@@ -24,6 +24,7 @@ def build_shard(index: int, records: list[ImageRecord], segmenter, cfg: dict, co
     """
     t0 = time.perf_counter()
     n = int(cfg["grid"]["n"])
+    offset_m = int(cfg["grid"]["m"]) if cfg["grid"].get("offset_masks") else None
     results: list[SampleResult] = []
     batches = [records[b : b + SEGMENT_BATCH] for b in range(0, len(records), SEGMENT_BATCH)]
     # Read and decode the next batch in a thread while the segmenter works on this one.
@@ -33,7 +34,7 @@ def build_shard(index: int, records: list[ImageRecord], segmenter, cfg: dict, co
             prepared = ahead.result()
             if k + 1 < len(batches):
                 ahead = pool.submit(_prepare_all, batches[k + 1])
-            tables = segment_prepared(prepared, segmenter, n)
+            tables = segment_prepared(prepared, segmenter, n, offset_m)
             for p, table in zip(prepared, tables):
                 res = finish(p, table, cfg, segmenter.identity)
                 results.append(res)

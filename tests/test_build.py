@@ -75,6 +75,69 @@ def test_build_is_deterministic_and_meets_the_contract(reference, tmp_path):
     assert (ref / "errors.jsonl").read_text() == ""
 
 
+def test_offset_masks_build_adds_exact_refined_masks_and_changes_nothing_else(reference, tmp_path):
+    """Offset masks (on by default for superpixel): the same tokens and grid table as a build
+    without them, plus every anchor's one-step masks, so the table decodes a refined answer as the
+    segmenter would."""
+    from getok_data.config import output_config
+    from getok_data.decode import TableDecoder
+    from getok_data.segmenters import build_segmenter
+    from getok_data.tokens import OFFSET_STEPS, Grid
+    from getok_data.verify import iter_samples
+    from PIL import Image
+
+    ref, _ = reference
+    plain_dir = tmp_path / "plain"
+    res = CliRunner().invoke(cli, ["build", "--src", "synthetic", "--split", "train", "--size", "10", "--grid", "8",
+                                   "--images-per-shard", "4", "--no-offset-masks", "--out", str(plain_dir),
+                                   "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((ref / "manifest.json").read_text())["config"]["grid"]["offset_masks"] is True
+    plain_cfg = json.loads((plain_dir / "manifest.json").read_text())["config"]
+    assert plain_cfg["grid"]["offset_masks"] is False
+    assert "offset_masks" not in output_config(plain_cfg)["grid"]  # off: hashed as before the key, old builds resume
+    seg = build_segmenter({"name": "superpixel"})
+    plain = dict(iter_samples((plain_dir / "shard-000000.tar").read_bytes()))
+    for key, m in iter_samples((ref / "shard-000000.tar").read_bytes()):
+        assert m["json"] == plain[key]["json"] and m["png"] == plain[key]["png"]
+        old = np.load(io.BytesIO(plain[key]["cand.npz"]), allow_pickle=False)
+        new = {k: v for k, v in np.load(io.BytesIO(m["cand.npz"]), allow_pickle=False).items()}
+        assert "offsets" not in old.files and new["offsets"].shape == (8, 8, 9)
+        assert np.array_equal(new["index"], old["index"])
+        assert np.array_equal(new["masks"][: len(old["masks"])], old["masks"])
+        meta = json.loads(m["json"])
+        grid, dec = Grid(8, meta["width"], meta["height"]), TableDecoder(new, 8)
+        image = np.asarray(Image.open(io.BytesIO(m["png"])).convert("RGB"))
+        for t in meta["targets"]:
+            for i, j in t["anchors"]:
+                for step in OFFSET_STEPS:
+                    x, y = grid.position(i, j, step)
+                    got = dec.decode([(i, j)], [step])
+                    if 0 <= x < meta["width"] and 0 <= y < meta["height"]:
+                        assert np.array_equal(got, seg.segment_points(image, np.array([[x, y]]))[0][0])
+                    else:
+                        assert not got.any()
+
+    # a broken offsets map is caught by verify
+    out = tmp_path / "om"
+    shutil.copytree(ref, out)
+    samples = list(iter_samples((out / "shard-000000.tar").read_bytes()))
+    arrays = dict(np.load(io.BytesIO(samples[0][1]["cand.npz"]), allow_pickle=False))
+    arrays["offsets"][..., 4] = -1
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    samples[0][1]["cand.npz"] = buf.getvalue()
+    from getok_data.shards import sha256, tar_bytes
+
+    data = tar_bytes(samples)
+    (out / "shard-000000.tar").write_bytes(data)
+    side = json.loads((out / "shard-000000.json").read_text())
+    side["sha256"] = sha256(data)
+    (out / "shard-000000.json").write_text(json.dumps(side))
+    bad = CliRunner().invoke(cli, ["verify", str(out)])
+    assert bad.exit_code != 0 and "offsets" in bad.output
+
+
 def test_resume_repairs_missing_corrupt_and_temporary_shards(reference, tmp_path):
     ref, _ = reference
     out = tmp_path / "b"
@@ -283,11 +346,12 @@ def test_build_to_an_fsspec_url_matches_the_local_build(reference):
     assert {p.rsplit("/", 1)[-1]: hashlib.sha256(fs.cat(p)).hexdigest() for p in fs.glob("/getok-test/build/shard-*.tar")} == remote
 
 
-def test_tiny_sam_build_end_to_end_on_cpu(tmp_path):
+@pytest.mark.parametrize("offset_masks", [False, True])
+def test_tiny_sam_build_end_to_end_on_cpu(tmp_path, offset_masks):
     """The real segment-anything path (random tiny weights): build, verify, identity recorded."""
     cfg = load_config(None, {
         "source": {"name": "synthetic", "split": "val", "size": 3},
-        "grid": {"n": 8},
+        "grid": {"n": 8, "offset_masks": offset_masks},
         "segmenter": {"name": "sam", "sam_model": "tiny", "points_per_batch": 16, "device": "cpu"},
         "build": {"out": str(tmp_path / "sam"), "images_per_shard": 2},
     })
@@ -298,3 +362,15 @@ def test_tiny_sam_build_end_to_end_on_cpu(tmp_path):
     ident = json.loads(sample["json"])["segmenter"]
     assert ident["name"] == "sam" and ident["model_type"] == "tiny"
     assert ident["checkpoint_sha256"] == "random-seed-0" and ident["multimask"] == "best_iou"
+    cand = np.load(io.BytesIO(sample["cand.npz"]), allow_pickle=False)
+    assert ("offsets" in cand.files) == offset_masks
+
+
+def test_offset_masks_auto_follows_the_segmenter_and_rejects_nonsense():
+    on = load_config(None, {"segmenter": {"name": "superpixel"}})
+    off = load_config(None, {"segmenter": {"name": "sam", "sam_model": "tiny"}})
+    forced = load_config(None, {"grid": {"offset_masks": True}, "segmenter": {"name": "sam"}})
+    assert on["grid"]["offset_masks"] is True and off["grid"]["offset_masks"] is False
+    assert forced["grid"]["offset_masks"] is True
+    with pytest.raises(ValueError, match="offset_masks"):
+        load_config(None, {"grid": {"offset_masks": "yes"}})

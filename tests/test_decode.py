@@ -94,3 +94,22 @@ def test_requantised_masks_decode_to_the_refined_mask():
             assert not refined.any()
         else:
             assert np.array_equal(dec.decode(list(item.anchors)), refined)
+
+
+def test_stored_offset_masks_decode_refined_positions_exactly():
+    """With the build's offset masks (``grid.offset_masks``) a move takes the segmenter's own mask
+    at the refined position, even where the containing-candidate rule would borrow another."""
+    dec = table({(0, 0): OBJECT, (1, 0): OBJECT, (2, 0): BACKGROUND})
+    sliver = block(0, 4, 6, 10)  # what the segmenter gave half a cell right of (1, 0)
+    arrays = {"index": dec.index, "shape": np.array([16, 16], np.int32),
+              "masks": np.concatenate([dec.packed, np.packbits(sliver.reshape(1, -1), axis=1)])}
+    offsets = np.repeat(dec.index[..., None], 9, axis=2)  # every move: the anchor's own mask...
+    right, up = OFFSET_STEPS.index((1, 0)), OFFSET_STEPS.index((0, 1))
+    offsets[0, 1, right] = len(dec.packed)  # ...except (1, 0) moved right: the sliver
+    offsets[0, 1, up] = -1  # and (1, 0) moved up: off the image
+    exact = TableDecoder({**arrays, "offsets": offsets}, N)
+    assert dec.stand_in(1, 0, (1, 0)) == (2, 0)  # the rule without offset masks: the background
+    assert np.array_equal(exact.decode([(1, 0)], [(1, 0)]), sliver)
+    assert not exact.decode([(1, 0)], [(0, 1)]).any()
+    assert np.array_equal(exact.decode([(1, 0), (2, 0)], [(0, 0), None]), OBJECT)
+    assert np.array_equal(exact.decode([(1, 0)]), OBJECT)  # unrefined answers: the grid's masks

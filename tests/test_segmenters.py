@@ -280,3 +280,96 @@ def test_points_per_batch_auto_resolves_by_device_and_rejects_nonsense():
             resolve_points_per_batch(bad, torch.device("cpu"))
     seg = build_segmenter({"name": "sam", "sam_model": "tiny", "device": "cpu"})
     assert seg.points_per_batch == 4 and seg.identity["points_per_batch"] == 4 and seg.fast_decoder
+
+
+# ---------------------------------------------------------------- offset masks (grid.offset_masks)
+from getok_data.segmenters.base import offset_positions  # noqa: E402
+from getok_data.tokens import OFFSET_STEPS, Grid  # noqa: E402
+
+MOVES = [s for s in OFFSET_STEPS if s != (0, 0)]
+
+
+@pytest.mark.parametrize("h, w, n, m", [(240, 320, 8, 16), (97, 131, 5, 10), (64, 64, 4, 4)])
+def test_offset_positions_are_the_moved_anchors(h, w, n, m):
+    points, where = offset_positions(h, w, n, m)
+    grid = Grid(n, w, h, m)
+    assert where.shape == (n, n, 8) and len(np.unique(points, axis=0)) == len(points)
+    for j in range(n):
+        for i in range(n):
+            for k, s in enumerate(MOVES):
+                x, y = grid.position(i, j, s)
+                if 0 <= x < w and 0 <= y < h:
+                    np.testing.assert_allclose(points[where[j, i, k]], (x, y), rtol=0, atol=1e-9)
+                else:
+                    assert where[j, i, k] == -1
+    # neighbours that land on the same spot share one row (m = 2n: half-way between two anchors)
+    if m == 2 * n:
+        assert where[0, 0, MOVES.index((1, 0))] == where[0, 1, MOVES.index((-1, 0))]
+        assert len(points) < (where >= 0).sum()
+
+
+def test_with_offsets_reuses_masks_appends_new_ones_and_maps_empty_to_none():
+    a, b = _masks()
+    base = CandidateTable.from_point_masks([a, b, a, None], 2)  # two masks, one point without
+    n, (h, w) = 2, base.shape
+    points, where = offset_positions(8, 8, n, 4)
+    q = len(points)
+    rows = np.zeros((q, h, w), bool)
+    rows[0] = base.masks[0]  # already in the table: reused
+    rows[1] = True  # new: appended
+    rows[2] = True  # the same new mask again: stored once
+    t = base.with_offsets(np.packbits(rows.reshape(q, -1), axis=1), np.arange(q, dtype=np.float32), where)
+    assert len(t) == len(base) + 1 and t.grid_count == base.grid_count == len(base)
+    assert np.array_equal(t.masks[: len(base)], base.masks) and np.array_equal(t.index, base.index)
+    assert np.array_equal(t.offsets[..., 4], t.index) and t.scores[-1] == 1.0
+    ids = {int(r): int(t.offsets[j, i, k if k < 4 else k + 1]) for (j, i, k), r in np.ndenumerate(where) if r >= 0}
+    assert ids[0] == 0 and ids[1] == ids[2] == len(base)
+    assert all(v == -1 for r, v in ids.items() if r > 2)  # empty masks: nothing
+    assert (t.offsets[where_off(where)] == -1).all()
+    with pytest.raises(ValueError, match="keep"):
+        bad = t.offsets.copy()
+        bad[0, 0, 4] = -1 if bad[0, 0, 4] >= 0 else 0
+        CandidateTable(t.masks, t.index, t.scores, bad)
+
+
+def where_off(where: np.ndarray) -> np.ndarray:
+    """Bool [n, n, 9] of the (anchor, step) pairs whose position is off the image."""
+    return np.concatenate([where[..., :4] < 0, np.zeros(where.shape[:2] + (1,), bool), where[..., 4:] < 0], axis=2)
+
+
+def test_superpixel_offset_masks_are_the_segmenters_masks_at_the_moved_positions():
+    img, _, _ = _shapes_image()
+    seg = build_segmenter({"name": "superpixel"})
+    n = 8
+    plain, t = seg.segment(img, n), seg.segment(img, n, offset_m=2 * n)
+    assert plain.offsets is None
+    # the grid part is unchanged, so tokens and selection are too
+    assert np.array_equal(t.index, plain.index) and np.array_equal(t.masks[: len(plain)], plain.masks)
+    grid = Grid(n, 320, 240, 2 * n)
+    for j in range(n):
+        for i in range(n):
+            for s_id, s in enumerate(OFFSET_STEPS):
+                x, y = grid.position(i, j, s)
+                u = int(t.offsets[j, i, s_id])
+                if not (0 <= x < 320 and 0 <= y < 240):
+                    assert u == -1
+                    continue
+                want = seg.segment_points(img, np.array([[x, y]]))[0][0] if (i + j) % 5 == 0 else None
+                if want is not None:
+                    assert np.array_equal(t.masks[u], want)
+
+
+def test_tiny_sam_offset_masks_match_decoding_the_moved_positions(tiny):
+    img, _, _ = _shapes_image()
+    n = 4
+    plain, t = tiny.segment(img, n), tiny.segment(img, n, offset_m=2 * n)
+    assert np.array_equal(t.index, plain.index) and np.array_equal(t.masks[: len(plain)], plain.masks)
+    points, where = offset_positions(240, 320, n, 2 * n)
+    masks, _ = tiny.segment_points(img, points)
+    for (j, i, k), r in np.ndenumerate(where):
+        u = int(t.offsets[j, i, k if k < 4 else k + 1])
+        if r < 0 or not masks[r].any():
+            assert u == -1
+        else:
+            assert np.array_equal(t.masks[u], masks[r])
+    assert tiny.segment_batch([img], n, offset_m=2 * n)[0].equals(t)

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
@@ -74,6 +75,10 @@ def test_sft_eval_resume_and_grpo(data, tmp_path):
         assert {"reward", "kl", "loss", "r_format"} <= set(step)
         assert ("r_mask_gain" in step) == (stage == "offset") and ("r_mask_iou" in step) == (stage == "grid")
         assert load_checkpoint(g)[1]["stage"] == stage
+        # trainable: auto trains everything in stage 1, only the offset pathway in stage 2
+        before, after = load_checkpoint(ck)[0], load_checkpoint(g)[0]
+        cnn_moved = not all(torch.equal(a, b) for a, b in zip(before.cnn.parameters(), after.cnn.parameters()))
+        assert cnn_moved == (stage == "grid")
 
 
 def test_eval_oracle_and_errors(data, tmp_path):

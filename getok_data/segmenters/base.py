@@ -4,6 +4,10 @@ A segmenter turns one RGB image into a :class:`CandidateTable`: the unique masks
 ``n x n`` grid points produce (one mask per point) plus an ``[n, n]`` index map from each grid
 point to its mask. Masks live at a reduced "table" resolution (:func:`table_shape`), which keeps
 tables small enough to store in every sample and to reward on at training time.
+
+Optionally (``offset_m``) the table also holds the masks at every position one offset step from
+an anchor (:func:`offset_positions`), so a refined anchor decodes exactly, as the segmenter would
+decode it, instead of borrowing a grid point's mask.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
+
+from ..tokens.vocab import KEEP, OFFSET_STEPS
 
 
 def table_shape(height: int, width: int, max_side: int = 256) -> tuple[int, int]:
@@ -50,6 +56,33 @@ def points_to_table(points: np.ndarray, height: int, width: int, shape: tuple[in
     return np.stack([rows, cols], axis=1)
 
 
+def offset_positions(height: int, width: int, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each grid anchor lands after each of the eight moves, deduplicated.
+
+    Returns the unique in-image positions, float64 ``[Q, 2]`` as ``(x, y)`` pixels, and int64
+    ``[n, n, 8]`` (``[j, i, k]``, ``k`` over the moves of ``OFFSET_STEPS`` without keep) giving
+    each one's row; ``-1`` when it is off the image. Anchor ``(i, j)`` moved by ``(du, dv)`` is at
+    ``x = ((2i + 1) m + 2 du n) * W / (2 n m)``, ``y = ((2j + 1) m - 2 dv n) * H / (2 n m)``: the
+    integer numerators make neighbours that land on the same spot share a row exactly.
+    """
+    if m < 1:
+        raise ValueError(f"offset lattice m must be >= 1, got {m}")
+    moves = [s for s in OFFSET_STEPS if s != KEEP]
+    du = np.array([s[0] for s in moves])
+    dv = np.array([s[1] for s in moves])
+    i = np.arange(n)[None, :, None]
+    j = np.arange(n)[:, None, None]
+    kx = np.broadcast_to((2 * i + 1) * m + 2 * du * n, (n, n, 8))
+    ky = np.broadcast_to((2 * j + 1) * m - 2 * dv * n, (n, n, 8))
+    inside = (kx >= 0) & (kx < 2 * n * m) & (ky >= 0) & (ky < 2 * n * m)
+    keys = np.stack([ky[inside], kx[inside]], axis=1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    where = np.full((n, n, 8), -1, dtype=np.int64)
+    where[inside] = inverse.reshape(-1)
+    points = np.stack([uniq[:, 1] * width, uniq[:, 0] * height], axis=1) / (2 * n * m)
+    return points.astype(np.float64), where
+
+
 @dataclass
 class CandidateTable:
     """Unique candidate masks for one image plus the grid-point -> mask index map.
@@ -58,11 +91,16 @@ class CandidateTable:
     ``index``: int32 ``[n, n]`` indexed ``[j, i]``; ``-1`` = that point produced no (non-empty) mask.
     ``scores``: float32 ``[U]``; the predicted IoU of the first point that produced the mask
     (SAM) or 1.0 (weight-free segmenters).
+    ``offsets``: optional int32 ``[n, n, 9]`` (``[j, i, s]``, ``s`` in ``OFFSET_STEPS`` order):
+    the mask of anchor ``(i, j)`` moved by step ``s`` (``-1`` = none, or off the image);
+    ``offsets[..., 4]`` (keep) equals ``index``. The grid's masks come first (ids below
+    :attr:`grid_count`), the masks only offset positions produce after them.
     """
 
     masks: np.ndarray
     index: np.ndarray
     scores: np.ndarray
+    offsets: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.masks = np.asarray(self.masks, dtype=bool)
@@ -77,6 +115,15 @@ class CandidateTable:
             raise ValueError(f"scores has {self.scores.shape[0]} entries for {u} masks")
         if self.index.size and (self.index.min() < -1 or self.index.max() >= u):
             raise ValueError(f"index values must be in [-1, {u}), got {self.index.min()}..{self.index.max()}")
+        if self.offsets is not None:
+            self.offsets = np.asarray(self.offsets, dtype=np.int32)
+            n = self.index.shape[0]
+            if self.offsets.shape != (n, n, 9):
+                raise ValueError(f"offsets must be [{n}, {n}, 9], got shape {self.offsets.shape}")
+            if self.offsets.min() < -1 or self.offsets.max() >= u:
+                raise ValueError(f"offsets values must be in [-1, {u})")
+            if not np.array_equal(self.offsets[..., 4], self.index):
+                raise ValueError("offsets[..., 4] (keep) must equal index")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -90,6 +137,36 @@ class CandidateTable:
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
+
+    @property
+    def grid_count(self) -> int:
+        """Number of masks some grid point produces: ids ``0 .. grid_count - 1``."""
+        return int(self.index.max()) + 1 if self.index.size else 0
+
+    def with_offsets(self, packed: np.ndarray, scores: np.ndarray, where: np.ndarray) -> "CandidateTable":
+        """This table plus the masks at :func:`offset_positions`' positions: ``packed`` uint8
+        ``[Q, B]`` (rows as :meth:`packed`), ``scores`` ``[Q]``, ``where`` its ``[n, n, 8]`` map.
+        Masks already in the table are reused, new ones appended in row order, empty ones -1."""
+        own = self.packed()
+        seen = {row.tobytes(): u for u, row in enumerate(own)}
+        rows_id = np.full(len(packed), -1, dtype=np.int64)
+        new: list[int] = []
+        for q, row in enumerate(np.asarray(packed, dtype=np.uint8)):
+            if not row.any():
+                continue
+            key = row.tobytes()
+            if key not in seen:
+                seen[key] = len(own) + len(new)
+                new.append(q)
+            rows_id[q] = seen[key]
+        h, w = self.shape
+        extra = np.unpackbits(np.asarray(packed, np.uint8)[new], axis=1, count=h * w).reshape(len(new), h, w)
+        ids = np.where(where >= 0, rows_id[np.maximum(where, 0)], -1)
+        offsets = np.concatenate([ids[..., :4], self.index[..., None], ids[..., 4:]], axis=2)
+        return CandidateTable(
+            masks=np.concatenate([self.masks, extra.astype(bool)]), index=self.index,
+            scores=np.concatenate([self.scores, np.asarray(scores, np.float32)[new]]), offsets=offsets,
+        )
 
     def packed(self) -> np.ndarray:
         """Bit-packed masks: ``np.packbits(masks.reshape(U, -1), axis=1)``, uint8 ``[U, ceil(h*w/8)]``."""
@@ -179,6 +256,8 @@ class CandidateTable:
             and np.array_equal(self.masks, other.masks)
             and np.array_equal(self.index, other.index)
             and np.array_equal(self.scores, other.scores)
+            and (self.offsets is None) == (other.offsets is None)
+            and (self.offsets is None or np.array_equal(self.offsets, other.offsets))
         )
 
 
@@ -192,11 +271,12 @@ class Segmenter(Protocol):
 
     identity: dict
 
-    def segment(self, image: np.ndarray, n: int) -> CandidateTable:
-        """Candidate table for one uint8 RGB image ``[H, W, 3]`` on an ``n x n`` grid."""
+    def segment(self, image: np.ndarray, n: int, offset_m: int | None = None) -> CandidateTable:
+        """Candidate table for one uint8 RGB image ``[H, W, 3]`` on an ``n x n`` grid; with
+        ``offset_m``, also the masks one step (lattice ``m``) from each anchor."""
         ...
 
-    def segment_batch(self, images: list[np.ndarray], n: int) -> list[CandidateTable]:
+    def segment_batch(self, images: list[np.ndarray], n: int, offset_m: int | None = None) -> list[CandidateTable]:
         """Candidate tables for several images (same result as :meth:`segment` on each)."""
         ...
 
@@ -206,12 +286,12 @@ class SegmenterBase:
 
     identity: dict
 
-    def segment(self, image: np.ndarray, n: int) -> CandidateTable:  # pragma: no cover - abstract
+    def segment(self, image: np.ndarray, n: int, offset_m: int | None = None) -> CandidateTable:  # pragma: no cover
         raise NotImplementedError
 
-    def segment_batch(self, images: list[np.ndarray], n: int) -> list[CandidateTable]:
+    def segment_batch(self, images: list[np.ndarray], n: int, offset_m: int | None = None) -> list[CandidateTable]:
         """Default: one :meth:`segment` call per image."""
-        return [self.segment(im, n) for im in images]
+        return [self.segment(im, n, offset_m) for im in images]
 
 
 def check_image(image: np.ndarray) -> np.ndarray:

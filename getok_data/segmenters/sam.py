@@ -41,7 +41,7 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from .base import CandidateTable, SegmenterBase, check_image, grid_points, table_shape
+from .base import CandidateTable, SegmenterBase, check_image, grid_points, offset_positions, table_shape
 
 MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
 MULTIMASK_RULES = ("best_iou", "single", "0", "1", "2")
@@ -331,11 +331,11 @@ class SamSegmenter(SegmenterBase):
         feats, sizes = self.encode([image])
         return self.decode(feats[:1], sizes[0], image.shape[:2], points)
 
-    def segment(self, image: np.ndarray, n: int) -> CandidateTable:
+    def segment(self, image: np.ndarray, n: int, offset_m: int | None = None) -> CandidateTable:
         """Candidate table of one uint8 RGB image on the ``n x n`` grid."""
-        return self.segment_batch([image], n)[0]
+        return self.segment_batch([image], n, offset_m)[0]
 
-    def segment_batch(self, images: list[np.ndarray], n: int) -> list[CandidateTable]:
+    def segment_batch(self, images: list[np.ndarray], n: int, offset_m: int | None = None) -> list[CandidateTable]:
         """Candidate tables; the encoder runs on up to ``encoder_batch_size`` images at once."""
         images = [check_image(im) for im in images]
         tables: list[CandidateTable] = []
@@ -345,7 +345,20 @@ class SamSegmenter(SegmenterBase):
             for k, im in enumerate(chunk):
                 H, W = im.shape[:2]
                 masks, scores = self.decode(feats[k : k + 1], sizes[k], (H, W), grid_points(H, W, n))
-                tables.append(
-                    CandidateTable.from_point_masks(masks, n, scores, shape=table_shape(H, W, self.table_max_side))
-                )
+                table = CandidateTable.from_point_masks(masks, n, scores, shape=table_shape(H, W, self.table_max_side))
+                if offset_m is not None:
+                    table = self._with_offsets(table, feats[k : k + 1], sizes[k], (H, W), n, offset_m)
+                tables.append(table)
         return tables
+
+    def _with_offsets(self, table: CandidateTable, feats: torch.Tensor, input_size: tuple[int, int],
+                      image_size: tuple[int, int], n: int, m: int) -> CandidateTable:
+        """``table`` plus the masks one offset step from each anchor, decoded in chunks and packed
+        as they come (bool masks for all ``~3 n^2`` positions at once would not fit)."""
+        points, where = offset_positions(*image_size, n, m)
+        packed, scores = [np.zeros((0, (table.shape[0] * table.shape[1] + 7) // 8), np.uint8)], [np.zeros(0, np.float32)]
+        for start in range(0, len(points), 512):
+            masks, sc = self.decode(feats, input_size, image_size, points[start : start + 512])
+            packed.append(np.packbits(masks.reshape(len(masks), -1), axis=1))
+            scores.append(sc)
+        return table.with_offsets(np.concatenate(packed), np.concatenate(scores), where)

@@ -22,7 +22,9 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import felzenszwalb
 
-from .base import CandidateTable, SegmenterBase, check_image, grid_points, points_to_table, table_shape
+from .base import (
+    CandidateTable, SegmenterBase, check_image, grid_points, offset_positions, points_to_table, table_shape,
+)
 
 REF_AREA = 256 * 256
 
@@ -123,7 +125,7 @@ class SuperpixelSegmenter(SegmenterBase):
         point_labels = lab[rc[:, 0], rc[:, 1]]
         return lab[None] == point_labels[:, None, None], np.ones(len(point_labels), np.float32)
 
-    def segment(self, image: np.ndarray, n: int) -> CandidateTable:
+    def segment(self, image: np.ndarray, n: int, offset_m: int | None = None) -> CandidateTable:
         """Candidate table: unique segments in raster order of the grid points that hit them."""
         image = check_image(image)
         H, W = image.shape[:2]
@@ -136,4 +138,11 @@ class SuperpixelSegmenter(SegmenterBase):
         rank[order] = np.arange(len(order))
         index = rank[inverse.reshape(-1)].astype(np.int32).reshape(n, n)
         masks = lab[None] == uniq[order][:, None, None]
-        return CandidateTable(masks=masks, index=index, scores=np.ones(len(uniq), np.float32))
+        table = CandidateTable(masks=masks, index=index, scores=np.ones(len(uniq), np.float32))
+        if offset_m is None:
+            return table
+        points, where = offset_positions(H, W, n, offset_m)
+        rc = points_to_table(points, H, W, lab.shape)
+        labels, inverse = np.unique(lab[rc[:, 0], rc[:, 1]], return_inverse=True)
+        packed = np.packbits((lab[None] == labels[:, None, None]).reshape(len(labels), -1), axis=1)
+        return table.with_offsets(packed[inverse.reshape(-1)], np.ones(len(points), np.float32), where)

@@ -43,7 +43,9 @@ GRPO_DEFAULTS: dict[str, Any] = {
     "grpo": {
         "prompts": 16, "group": 8, "temperature": 1.0, "mode": "grammar",
         "clip": 0.2, "kl": 0.02, "inner_steps": 1, "lr": 1.0e-4, "grad_clip": 1.0,
-        "trainable": "all",  # all | decoder (CNN frozen) | offset (only what offset tokens alone use)
+        # auto (all for stage grid, offset for stage offset) | all | decoder (CNN frozen) |
+        # offset (only what offset tokens alone use: stage 2 cannot move the grid answers)
+        "trainable": "auto",
         "adv_eps": 0.25,  # A = (r - mean) / (std + adv_eps): groups whose rewards barely differ get small advantages
         "turn1": "greedy",  # offset stage: the policy's grid answer to refine, greedy (as in eval) | sample
     },

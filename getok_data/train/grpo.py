@@ -180,7 +180,8 @@ def train_grpo(cfg: dict, init: str, out: str, progress: bool = True) -> dict:
     torch.set_num_threads(int(cfg["threads"]))
     model, ckpt = load_checkpoint(init)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
-    set_trainable(model, cfg["grpo"]["trainable"])
+    which = cfg["grpo"]["trainable"]
+    set_trainable(model, ("all" if cfg["stage"] == "grid" else "offset") if which == "auto" else which)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=float(cfg["grpo"]["lr"]), weight_decay=0.0)
     cfg = {**cfg, "model": model.cfg.to_dict(), "init": init}
     log, total, last = Logger(out), int(cfg["steps"]), {}
