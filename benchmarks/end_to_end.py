@@ -5,7 +5,8 @@ Synthetic source, superpixel segmenter, grid 32, through the Python API
 in-process once (``ray.init``, timed separately) and reused by every Ray build; each build still
 starts its own actors (process start, imports, segmenter), which is part of a real build's cost.
 The wall time is measured around ``run_build`` (plan, shards, sidecars, manifest). All runs must
-write byte-identical shards; the script checks it.
+write byte-identical shards; the script checks it. ``local_no_offset_masks``: the local build
+without the one-step offset masks (on by default for superpixel), for what they cost.
 
 Per-shard scheduling overhead: shards of 1 image at grid 2 (nearly no work), built with S1 and
 S2 shards; the slope ``(T(S2) - T(S1)) / (S2 - S1)`` is the time per shard without the fixed
@@ -25,10 +26,11 @@ from getok_data.config import load_config
 from pipelines.build import run_build
 
 
-def build(out: Path, size: int, grid: int, per_shard: int, runner: str = "local", actors: int | None = None):
+def build(out: Path, size: int, grid: int, per_shard: int, runner: str = "local", actors: int | None = None,
+          offset_masks: bool = True):
     cfg = load_config(None, {
         "source": {"name": "synthetic", "split": "train", "size": size},
-        "grid": {"n": grid},
+        "grid": {"n": grid, "offset_masks": offset_masks},
         "segmenter": {"name": "superpixel"},
         "build": {"out": str(out), "images_per_shard": per_shard, "runner": runner, "num_actors": actors},
     })
@@ -60,14 +62,17 @@ def main() -> None:
         try:
             import pipelines.ray_runner as ray_runner
             depth = ray_runner.QUEUE_DEPTH
-            for name, runner, actors in (("local", "local", None), ("ray_1_actor", "ray", 1),
-                                         ("ray_2_actors", "ray", 2), ("ray_2_actors_one_in_flight", "ray", 2)):
+            for name, runner, actors in (("local", "local", None), ("local_no_offset_masks", "local", None),
+                                         ("ray_1_actor", "ray", 1), ("ray_2_actors", "ray", 2),
+                                         ("ray_2_actors_one_in_flight", "ray", 2)):
                 # before/after: one shard in flight per actor (the earlier scheduling) vs QUEUE_DEPTH
                 ray_runner.QUEUE_DEPTH = 1 if name.endswith("one_in_flight") else depth
+                plain = name == "local_no_offset_masks"
                 wall, summary, digest = build(tmp / name, args.images, args.grid, args.images_per_shard,
-                                              runner, actors)
-                digests.add(digest)
-                rows[name] = {"wall_s": round(wall, 2), "images_per_s": round(summary["images"] / wall, 2),
+                                              runner, actors, offset_masks=not plain)
+                if not plain:
+                    digests.add(digest)
+                rows[name] = {"bytes": sum(p.stat().st_size for p in (tmp / name).glob("shard-*.tar")),"wall_s": round(wall, 2), "images_per_s": round(summary["images"] / wall, 2),
                               "images": summary["images"], "targets": summary["targets"],
                               "shards": summary["shards"], "shard_seconds_sum": summary["seconds"],
                               "busy_parallelism": round(summary["seconds"] / wall, 2)}
@@ -96,7 +101,8 @@ def main() -> None:
         "`build.num_actors` 1 and 2, 1 CPU each); wall time around `run_build`, so Ray rows include starting "
         "their actors. `busy_parallelism` = sum of the shards' own seconds (sidecars) / wall: how many shards "
         "were being built at once on average. `ray_2_actors_one_in_flight`: the same with one shard in flight "
-        "per actor (the scheduling before `QUEUE_DEPTH` = 2). `identical_shards`: every run wrote the same tar bytes. `tiny_shards`: one-image "
+        "per actor (the scheduling before `QUEUE_DEPTH` = 2). `local_no_offset_masks`: without `grid.offset_masks` "
+        "(its shards differ by design). `identical_shards`: every other run wrote the same tar bytes. `tiny_shards`: one-image "
         "shards at grid 2; ms per shard is the slope between two shard counts (fixed costs cancel)."))
 
 
