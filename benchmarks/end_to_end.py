@@ -72,7 +72,8 @@ def main() -> None:
                                               runner, actors, offset_masks=not plain)
                 if not plain:
                     digests.add(digest)
-                rows[name] = {"bytes": sum(p.stat().st_size for p in (tmp / name).glob("shard-*.tar")),"wall_s": round(wall, 2), "images_per_s": round(summary["images"] / wall, 2),
+                rows[name] = {"bytes": sum(p.stat().st_size for p in (tmp / name).glob("shard-*.tar")),
+                              "wall_s": round(wall, 2), "images_per_s": round(summary["images"] / wall, 2),
                               "images": summary["images"], "targets": summary["targets"],
                               "shards": summary["shards"], "shard_seconds_sum": summary["seconds"],
                               "busy_parallelism": round(summary["seconds"] / wall, 2)}

@@ -199,7 +199,8 @@ def main() -> None:
             "amg_masks_per_image": round(sum(counts["amg"]) / k, 1),
         })
         if args.offset_masks:  # what grid.offset_masks costs: decoding after the encoder, and table size
-            row["offset_masks_after_encoder_x"] = round((per["ours_offset_masks"] - per["enc"]) / max(1e-9, per["ours"] - per["enc"]), 2)
+            after = {side: per[side] - per["enc"] for side in ("ours", "ours_offset_masks")}
+            row["offset_masks_after_encoder_x"] = round(after["ours_offset_masks"] / max(1e-9, after["ours"]), 2)
             row["offset_masks_unique_masks_per_image"] = round(sum(counts["offset"]) / k, 1)
         rows.append(row)
         print(row, flush=True)

@@ -144,9 +144,10 @@ class CandidateTable:
         return int(self.index.max()) + 1 if self.index.size else 0
 
     def with_offsets(self, packed: np.ndarray, scores: np.ndarray, where: np.ndarray) -> "CandidateTable":
-        """This table plus the masks at :func:`offset_positions`' positions: ``packed`` uint8
-        ``[Q, B]`` (rows as :meth:`packed`), ``scores`` ``[Q]``, ``where`` its ``[n, n, 8]`` map.
-        Masks already in the table are reused, new ones appended in row order, empty ones -1."""
+        """This table plus the masks one offset step from each anchor: ``packed`` uint8 ``[Q, B]``
+        (rows as :meth:`packed`), ``scores`` ``[Q]``, and ``where`` int ``[n, n, 8]`` (as from
+        :func:`offset_positions`: each move's row of ``packed``, -1 off the image). Masks already
+        in the table are reused, new ones appended in row order, empty ones -1."""
         own = self.packed()
         seen = {row.tobytes(): u for u, row in enumerate(own)}
         rows_id = np.full(len(packed), -1, dtype=np.int64)

@@ -356,7 +356,8 @@ class SamSegmenter(SegmenterBase):
         """``table`` plus the masks one offset step from each anchor, decoded in chunks and packed
         as they come (bool masks for all ``~3 n^2`` positions at once would not fit)."""
         points, where = offset_positions(*image_size, n, m)
-        packed, scores = [np.zeros((0, (table.shape[0] * table.shape[1] + 7) // 8), np.uint8)], [np.zeros(0, np.float32)]
+        row_bytes = (table.shape[0] * table.shape[1] + 7) // 8
+        packed, scores = [np.zeros((0, row_bytes), np.uint8)], [np.zeros(0, np.float32)]
         for start in range(0, len(points), 512):
             masks, sc = self.decode(feats, input_size, image_size, points[start : start + 512])
             packed.append(np.packbits(masks.reshape(len(masks), -1), axis=1))

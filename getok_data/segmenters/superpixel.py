@@ -145,4 +145,5 @@ class SuperpixelSegmenter(SegmenterBase):
         rc = points_to_table(points, H, W, lab.shape)
         labels, inverse = np.unique(lab[rc[:, 0], rc[:, 1]], return_inverse=True)
         packed = np.packbits((lab[None] == labels[:, None, None]).reshape(len(labels), -1), axis=1)
-        return table.with_offsets(packed[inverse.reshape(-1)], np.ones(len(points), np.float32), where)
+        by_label = np.where(where >= 0, inverse.reshape(-1)[np.maximum(where, 0)], -1)  # one row per segment
+        return table.with_offsets(packed, np.ones(len(labels), np.float32), by_label)

@@ -162,7 +162,7 @@ def set_trainable(model: GroundingModel, which: str) -> None:
             mod.requires_grad_(False)
         return
     if which != "offset":
-        raise ValueError(f"grpo.trainable must be all, decoder or offset, got {which!r}")
+        raise ValueError(f"grpo.trainable must be auto, all, decoder or offset, got {which!r}")
     model.requires_grad_(False)
     for mod in (model.local, model.fine, model.fine_in, model.fine_film, model.head):
         mod.requires_grad_(True)
