@@ -93,8 +93,8 @@ class CandidateTable:
     (SAM) or 1.0 (weight-free segmenters).
     ``offsets``: optional int32 ``[n, n, 9]`` (``[j, i, s]``, ``s`` in ``OFFSET_STEPS`` order):
     the mask of anchor ``(i, j)`` moved by step ``s`` (``-1`` = none, or off the image);
-    ``offsets[..., 4]`` (keep) equals ``index``. The grid's masks come first (ids below
-    :attr:`grid_count`), the masks only offset positions produce after them.
+    ``offsets[..., 4]`` (keep) equals ``index``. The grid's masks come first (ids
+    ``0 .. index.max()``), the masks only offset positions produce after them.
     """
 
     masks: np.ndarray
@@ -137,11 +137,6 @@ class CandidateTable:
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
-
-    @property
-    def grid_count(self) -> int:
-        """Number of masks some grid point produces: ids ``0 .. grid_count - 1``."""
-        return int(self.index.max()) + 1 if self.index.size else 0
 
     def with_offsets(self, packed: np.ndarray, scores: np.ndarray, where: np.ndarray) -> "CandidateTable":
         """This table plus the masks one offset step from each anchor: ``packed`` uint8 ``[Q, B]``
