@@ -3,8 +3,8 @@
 An anchor decodes to its grid point's candidate mask. A refined position (an anchor moved by an
 offset step) decodes to the segmenter's own mask there when the build stored the offset masks
 (``grid.offset_masks``: the table's ``offsets`` map), which is exact. Otherwise it has no
-candidate of its own: with the default ``m = 2n`` it lies half-way between
-grid points. It decodes to the mask of a grid point around it whose mask *contains* it (the
+candidate of its own (with the default ``m = 2n`` it lies half-way between grid points) and
+decodes to the mask of a grid point around it whose mask *contains* it (the
 segmenter's mask for a point prompt covers that point, so this is the stored mask most like the
 one the segmenter would give there), trying in order: the grid point nearest to it (ties toward
 the move), the anchor itself, then the other grid points of the cell around it, nearest first.
