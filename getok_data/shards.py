@@ -11,45 +11,13 @@ import hashlib
 import io
 import json
 import tarfile
-import zipfile
 from typing import Iterable
 
-import numpy as np
-
+from .dataset.names import shard_name, sidecar_name
+from .dataset.table import load_npz, npz_bytes
 from .storage import Storage
 
 MTIME = 0  # fixed member mtime (1970-01-01) so bytes do not depend on when we ran
-ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-
-
-def shard_name(index: int) -> str:
-    return f"shard-{index:06d}.tar"
-
-
-def sidecar_name(index: int) -> str:
-    return f"shard-{index:06d}.json"
-
-
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An ``.npz`` (readable by ``np.load(..., allow_pickle=False)``) with deterministic bytes."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in sorted(arrays):
-            arr = np.asarray(arrays[name])
-            if arr.dtype == object:
-                raise TypeError(f"array {name!r} has dtype object; the candidate table holds no pickles")
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            body = io.BytesIO()
-            np.lib.format.write_array(body, arr, allow_pickle=False)
-            zf.writestr(info, body.getvalue(), compresslevel=6)
-    return buf.getvalue()
-
-
-def load_npz(data: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
 
 
 def json_bytes(obj) -> bytes:

@@ -10,13 +10,17 @@ import fsspec
 class Storage:
     """A folder: read/write/rename/list by name, local or remote."""
 
-    def __init__(self, url: str | os.PathLike):
+    def __init__(self, url: str | os.PathLike, create: bool = True):
+        """``create=False`` opens an existing folder read-only (``FileNotFoundError`` if absent)."""
         self.url = str(url)
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.local = self.fs.protocol in ("file", "local") or "file" in (self.fs.protocol or ())
         if self.local:
             self.root = str(Path(self.root).resolve())
-        self.fs.makedirs(self.root, exist_ok=True)
+        if create:
+            self.fs.makedirs(self.root, exist_ok=True)
+        elif not self.fs.isdir(self.root):
+            raise FileNotFoundError(self.url)
 
     def path(self, name: str) -> str:
         return f"{self.root.rstrip('/')}/{name}"

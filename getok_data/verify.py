@@ -1,9 +1,7 @@
 """Independent re-check of a built dataset: checksums, tar structure, token IoU replays."""
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -11,7 +9,8 @@ import numpy as np
 
 from .masks import resize_nearest, rle_to_mask
 from .selection import PackedTable, select, union_iou
-from .shards import load_npz, sha256
+from .dataset import iter_tar as iter_samples, load_npz
+from .shards import sha256
 from .storage import Storage
 from .tokens import Mask, encode
 
@@ -24,23 +23,6 @@ class ShardReport:
     samples: int = 0
     targets: int = 0
     problems: list[str] = field(default_factory=list)
-
-
-def iter_samples(data: bytes) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Group a tar's members into ``(key, {ext: bytes})`` by the key before the first dot."""
-    key, members = None, {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
-        for info in tf:
-            if not info.isfile():
-                continue
-            k, _, ext = info.name.partition(".")
-            if key is not None and k != key:
-                yield key, members
-                members = {}
-            key = k
-            members[ext] = tf.extractfile(info).read()
-    if key is not None:
-        yield key, members
 
 
 def check_sample(key: str, members: dict[str, bytes]) -> tuple[int, list[str]]:
