@@ -19,7 +19,7 @@ from getok_data.labelling import label_regions
 from getok_data.masks import mask_box, mask_to_rle, resize_nearest
 from getok_data.segmenters.base import CandidateTable, table_shape
 from getok_data.selection import PackedTable, select
-from getok_data.shards import npz_bytes, tar_bytes
+from getok_data.dataset import npz_bytes, tar_bytes
 from getok_data.tokens import Grid
 from getok_data.types import Target
 
@@ -77,7 +77,8 @@ def main() -> None:
         gts.append(gt)
         targets.append(Target(f"t{t}", ["x"], "thing", mask_to_rle(gt), mask_box(gt)))
 
-    per_target = best_of(lambda: [annotate_target(t, ptable, grid, cfg, "k") for t in targets], 3) / len(targets)
+    per_target = best_of(lambda: [annotate_target(t, ptable, grid, cfg.selection, cfg.labelling, "k") for t in targets],
+                         3) / len(targets)
     smalls = [np.packbits(resize_nearest(g, (h, w)).reshape(-1)) for g in gts]
     select_only = best_of(lambda: [select(ptable, g, "sorted", 0.9) for g in smalls], 3) / len(targets)
     label_only = best_of(lambda: [label_regions(g, grid) for g in gts], 3) / len(targets)

@@ -34,10 +34,11 @@ def table_decoder_error(val: str, shards: int | None = None) -> dict:
     """Refined masks: candidate-table rule vs the superpixel segmenter run at the refined positions."""
     import cv2
 
-    from getok_data.decode import TableDecoder, mask_iou
+    from getok_data.decode import TableDecoder
+    from getok_data.tokens.rules import mask_iou
     from getok_data.segmenters.base import points_to_table
     from getok_data.segmenters.superpixel import SuperpixelSegmenter
-    from getok_data.shards import load_npz
+    from getok_data.dataset import load_npz
     from getok_data.tokens import Grid, parse
     from getok_data.train.data import resolve_shards
     from getok_data.verify import iter_samples

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import GridConfig, LabellingConfig, SelectionConfig
 from .labelling import Depth, Labels, deepest_anchor, label_regions, refinement_samples, stable_rng
 from .masks import resize_nearest, rle_to_mask
 from .selection import PackedTable, select
@@ -41,21 +42,21 @@ def representative_anchor(points: list[tuple[int, int]], gt: np.ndarray, grid: G
     return points[0]
 
 
-def annotate_target(target: Target, ptable: PackedTable, grid: Grid, cfg: dict, key: str) -> dict:
+def annotate_target(target: Target, ptable: PackedTable, grid: Grid, selection: SelectionConfig,
+                    labelling: LabellingConfig, key: str) -> dict:
     """All supervision for one target (raises on a bad target; the caller quarantines it)."""
     gt = rle_to_mask(target.mask_rle)
     if gt.shape != (int(grid.height), int(grid.width)):
         raise ValueError(f"mask is {gt.shape[1]}x{gt.shape[0]}, image is {grid.width}x{grid.height}")
     if not gt.any():
         raise ValueError("empty mask")
-    sel_cfg, lab_cfg = cfg["selection"], cfg["labelling"]
     gt_small = np.packbits(resize_nearest(gt, ptable.shape).reshape(-1))
-    sel = select(ptable, gt_small, sel_cfg["method"], float(sel_cfg["tau"]))
+    sel = select(ptable, gt_small, selection.method, selection.tau)
     anchors = [representative_anchor(ptable.anchors_of()[u], gt, grid) for u in sel.mask_ids]
     raster = sorted(anchors, key=lambda a: (a[1], a[0]))
     depth = Depth(gt)
-    labels: Labels = label_regions(gt, grid, float(lab_cfg["far_steps"]), depth)
-    rng = stable_rng(key, target.target_id, lab_cfg["seed"])
+    labels: Labels = label_regions(gt, grid, labelling.far_steps, depth)
+    rng = stable_rng(key, target.target_id, labelling.seed)
     out = {
         "target_id": target.target_id, "ann_id": target.ann_id, "ref_id": target.ref_id,
         "category": target.category, "sentences": list(target.sentences),
@@ -72,8 +73,8 @@ def annotate_target(target: Target, ptable: PackedTable, grid: Grid, cfg: dict, 
         "seg_reason": sel.reason,
         "regions": labels.regions,
         "offsets": labels.offsets_str,
-        "refine": refinement_samples(labels, grid, target.box, anchors, int(lab_cfg["proposals_k"]),
-                                     int(lab_cfg["refine_samples"]), lab_cfg["weights"], rng),
+        "refine": refinement_samples(labels, grid, target.box, anchors, labelling.proposals_k,
+                                     labelling.refine_samples, labelling.weights, rng),
     }
     if target.keypoints:
         points, idx = keypoints_to_points(target.keypoints, grid)
@@ -87,16 +88,17 @@ def annotate_target(target: Target, ptable: PackedTable, grid: Grid, cfg: dict, 
     return out
 
 
-def annotate_image(record: ImageRecord, table, cfg: dict, segmenter_identity: dict,
+def annotate_image(record: ImageRecord, table, grid_cfg: GridConfig, selection: SelectionConfig,
+                   labelling: LabellingConfig, segmenter_identity: dict,
                    image_ext: str) -> tuple[dict, dict[str, np.ndarray], list[ErrorRecord]]:
     """The sample's JSON, its candidate-table arrays, and the targets quarantined on the way."""
-    grid = Grid(int(cfg["grid"]["n"]), record.width, record.height, int(cfg["grid"]["m"]))
+    grid = Grid(grid_cfg.n, record.width, record.height, grid_cfg.m)
     arrays = table_arrays(table)
     ptable = PackedTable.grid_of(arrays)
     targets, errors = [], []
     for t in record.targets:
         try:
-            targets.append(annotate_target(t, ptable, grid, cfg, record.key))
+            targets.append(annotate_target(t, ptable, grid, selection, labelling, record.key))
         except Exception as e:  # one bad target never costs the image
             errors.append(ErrorRecord(record.source, record.split, record.image_id,
                                       f"annotate failed: {type(e).__name__}: {e}", stage="annotate",
@@ -108,9 +110,11 @@ def annotate_image(record: ImageRecord, table, cfg: dict, segmenter_identity: di
         "image_id": record.image_id, "width": record.width, "height": record.height,
         "image_ext": image_ext,
         "grid": {"n": grid.n, "m": grid.m},
-        "selection": {"method": cfg["selection"]["method"], "tau": float(cfg["selection"]["tau"])},
+        "selection": {"method": selection.method, "tau": selection.tau},
         "segmenter": segmenter_identity,
-        "labelling": {k: cfg["labelling"][k] for k in ("far_steps", "proposals_k", "refine_samples", "weights", "seed")},
+        "labelling": {"far_steps": labelling.far_steps, "proposals_k": labelling.proposals_k,
+                      "refine_samples": labelling.refine_samples, "weights": labelling.weights,
+                      "seed": labelling.seed},
         "targets": targets,
         "stats": {
             "targets": len(targets),

@@ -6,12 +6,40 @@ import sys
 
 import click
 
-from .config import load_config
+from .config import ConfigError, load_config
 
 
-def _fail(msg: str, code: int = 1) -> None:
+# Exit codes (docs/FORMAT.md): 1 data found bad (verify), 2 bad usage or config, 3 error rate above
+# --max-error-rate, 4 output folder refused (another config, another build), 5 I/O error.
+EXIT_BAD_DATA, EXIT_USAGE, EXIT_ERROR_RATE, EXIT_OUTPUT, EXIT_IO = 1, 2, 3, 4, 5
+
+
+def _fail(msg: str, code: int = EXIT_BAD_DATA) -> None:
     click.echo(f"error: {msg}", err=True)
     sys.exit(code)
+
+
+def _io_message(e: OSError) -> str:
+    where = f": {e.filename}" if getattr(e, "filename", None) else ""
+    return f"{e.strerror or type(e).__name__}{where}" if e.strerror else f"{type(e).__name__}: {e}"
+
+
+def _parse_set(items: tuple[str, ...]) -> dict:
+    """``--set section.key=value`` (value read as YAML) -> nested overrides."""
+    import yaml
+
+    out: dict = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        parts = key.strip().split(".")
+        if not eq or len(parts) != 2 or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE (e.g. segmenter.scale=200)")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        out.setdefault(parts[0], {})[parts[1]] = parsed
+    return out
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -30,6 +58,8 @@ def main() -> None:
 @click.option("--image-root", type=click.Path(), help="Folder of the images (COCO train2014 for RefCOCO).")
 @click.option("--annotations", type=click.Path(), help="coco: instances json.")
 @click.option("--split-by", help="REFER splitBy (unc, umd, google).")
+@click.option("--dataset-dir", help="REFER: folder under --data-root (default: the dataset name).")
+@click.option("--include-crowd/--no-include-crowd", default=None, help="coco: keep iscrowd=1 annotations (default on).")
 @click.option("--grid", "n", type=int, help="Grid size n (n x n anchor tokens).")
 @click.option("--m", "m", type=int, help="Offset lattice (default 2n: a step is half a cell).")
 @click.option("--offset-masks/--no-offset-masks", default=None,
@@ -56,19 +86,28 @@ def main() -> None:
 @click.option("--num-actors", type=int)
 @click.option("--gpus-per-actor", type=float)
 @click.option("--cpus-per-actor", type=float)
+@click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Set any config key (repeatable), e.g. --set segmenter.scale=200; flags above win.")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
-def build(config_path, src, split, size, seed, data_root, image_root, annotations, split_by, n, m,
-          offset_masks, segmenter, sam_model, sam_checkpoint, points_per_batch, fast_decoder, multimask, dtype, device,
-          table_max_side, method, tau, out, images_per_shard, limit, max_error_rate, force, runner, address, num_actors,
-          gpus_per_actor, cpus_per_actor, no_progress, as_json) -> None:
+def build(config_path, src, split, size, seed, data_root, image_root, annotations, split_by, dataset_dir,
+          include_crowd, n, m, offset_masks, segmenter, sam_model, sam_checkpoint, points_per_batch, fast_decoder,
+          multimask, dtype, device, table_max_side, method, tau, out, images_per_shard, limit, max_error_rate, force,
+          runner, address, num_actors, gpus_per_actor, cpus_per_actor, settings, no_progress, as_json) -> None:
     """Build (or resume) a sharded WebDataset of grounding tokens."""
     from pipelines.build import BuildError, check_error_rate, run_build
+
     from .stats import format_table
 
-    overrides = {
+    if points_per_batch is not None and points_per_batch != "auto":
+        try:
+            points_per_batch = int(points_per_batch)
+        except ValueError:
+            _fail(f"--points-per-batch: expected an integer or auto, got {points_per_batch!r}", EXIT_USAGE)
+    flags = {
         "source": {"name": src, "split": split, "size": size, "seed": seed, "data_root": data_root,
-                   "image_root": image_root, "annotations": annotations, "split_by": split_by, "limit": limit},
+                   "image_root": image_root, "annotations": annotations, "split_by": split_by,
+                   "dataset_dir": dataset_dir, "include_crowd": include_crowd, "limit": limit},
         "grid": {"n": n, "m": m, "offset_masks": offset_masks},
         "segmenter": {"name": segmenter, "sam_model": sam_model, "sam_checkpoint": sam_checkpoint,
                       "points_per_batch": points_per_batch, "fast_decoder": fast_decoder, "multimask": multimask,
@@ -79,19 +118,30 @@ def build(config_path, src, split, size, seed, data_root, image_root, annotation
                   "gpus_per_actor": gpus_per_actor, "cpus_per_actor": cpus_per_actor},
     }
     try:
+        overrides = _parse_set(settings)
+        for section, values in flags.items():
+            overrides.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
         cfg = load_config(config_path, overrides)
         summary = run_build(cfg, force=force, progress=not no_progress)
-    except (BuildError, KeyError, ValueError, TypeError, FileNotFoundError) as e:
-        _fail(str(e) if not isinstance(e, KeyError) else e.args[0])
+    except (ConfigError, ValueError, TypeError) as e:
+        _fail(str(e), EXIT_USAGE)
+    except FileNotFoundError as e:
+        _fail(f"not found: {e.filename or e}" if e.filename else str(e), EXIT_USAGE)
+    except BuildError as e:
+        _fail(str(e), EXIT_OUTPUT)
+    except OSError as e:
+        _fail(f"cannot write {cfg.build.out}: {_io_message(e)}", EXIT_IO)
+    except RecursionError:
+        _fail("input nested too deeply (RecursionError); see errors.jsonl of the shards built so far", EXIT_USAGE)
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
     else:
         click.echo(format_table(summary))
         click.echo(f"shards: {summary['out']}/shard-*.tar  (manifest.json, errors.jsonl)")
     try:
-        check_error_rate(summary, float(cfg["build"]["max_error_rate"]))
+        check_error_rate(summary, cfg.build.max_error_rate)
     except BuildError as e:
-        _fail(str(e), 3)
+        _fail(str(e), EXIT_ERROR_RATE)
 
 
 @main.command()
@@ -108,18 +158,27 @@ def vocab(n: int, fmt: str) -> None:
 @main.command()
 @click.argument("data")
 def verify(data: str) -> None:
-    """Recompute checksums and re-decode every target; exit non-zero at a bad shard."""
+    """Prove a build complete and intact: the manifest's shards all present, checksums as recorded,
+    every target re-decoded from its table. Exit 1 on any problem, listing them."""
+    from .dataset import DatasetError
     from .verify import verify_dir
 
     shards = samples = targets = 0
-    for report in verify_dir(data):
-        shards += 1
-        samples += report.samples
-        targets += report.targets
-        if report.problems:
+    bad: list[str] = []
+    try:
+        for report in verify_dir(data):
+            if report.shard != "manifest.json":
+                shards += 1
+                samples += report.samples
+                targets += report.targets
             for p in report.problems[:20]:
                 click.echo(f"{report.shard}: {p}", err=True)
-            _fail(f"{report.shard} failed verification ({len(report.problems)} problem(s))")
+            if report.problems:
+                bad.append(f"{report.shard} ({len(report.problems)} problem(s))")
+    except DatasetError as e:
+        _fail(str(e), EXIT_USAGE)
+    if bad:
+        _fail(f"{data} failed verification: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
     if shards == 0:
         _fail(f"no shards found in {data}")
     click.echo(f"ok: {shards} shards, {samples} samples, {targets} targets verified")
@@ -130,12 +189,15 @@ def verify(data: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def stats(data: str, as_json: bool) -> None:
     """Images, targets, errors, tokens per mask, token IoU, regions, bytes per image."""
-    from .stats import format_table, read_sidecars, summarize
-    from .storage import Storage
+    from .dataset import Dataset, DatasetError, ManifestError
+    from .stats import format_table, summarize
 
-    sidecars = read_sidecars(Storage(data))
+    try:
+        sidecars = Dataset(data).sidecars()
+    except (DatasetError, ManifestError) as e:
+        _fail(str(e), EXIT_USAGE)
     if not sidecars:
-        _fail(f"no shard sidecars found in {data}")
+        _fail(f"no shard sidecars found in {data}", EXIT_USAGE)
     summary = summarize(sidecars)
     click.echo(json.dumps(summary, sort_keys=True) if as_json else format_table(summary))
 
@@ -147,13 +209,14 @@ def stats(data: str, as_json: bool) -> None:
 @click.option("--png", "png", type=click.Path(dir_okay=False), required=True, help="Where to write the drawing.")
 def inspect(data: str, key: str | None, target_index: int, png: str) -> None:
     """Draw a sample: GT mask, chosen anchors, decoded union, region labels; print its tokens."""
+    from .dataset import DatasetError
     from .inspect import find_sample, render
 
     try:
-        meta, members = find_sample(data, key)
-        text = render(meta, members, target_index, png)
-    except (KeyError, IndexError, FileNotFoundError) as e:
-        _fail(str(e))
+        sample = find_sample(data, key)
+        text = render(sample, target_index, png)
+    except (KeyError, IndexError, DatasetError) as e:
+        _fail(str(e).strip("'\""), EXIT_USAGE)
     click.echo(text)
 
 

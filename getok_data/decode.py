@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from .masks import resize_nearest, rle_to_mask
+from .masks import gt_at
 from .tokens import OFFSET_STEPS, Grid
 
 Step = tuple[int, int] | None
@@ -107,7 +107,7 @@ class TableDecoder:
 
     def gt(self, mask_rle: dict) -> np.ndarray:
         """A target's GT at the table resolution (nearest neighbour), as ``token_iou`` uses it."""
-        return resize_nearest(rle_to_mask(mask_rle), (self.h, self.w))
+        return gt_at(mask_rle, (self.h, self.w))
 
 
 def _round_toward(u: float, direction: int) -> int:
@@ -123,6 +123,3 @@ def grid_for(meta: dict) -> Grid:
     return Grid(meta["grid"]["n"], meta["width"], meta["height"], meta["grid"]["m"])
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / union if union else 0.0

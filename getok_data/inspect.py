@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import json
 
 import cv2
 import numpy as np
@@ -10,35 +9,31 @@ from PIL import Image
 
 from .decode import TableDecoder
 from .masks import rle_to_mask
-from .shards import load_npz
-from .storage import Storage
+from .dataset import Dataset, Sample
 from .tokens import Grid
-from .verify import iter_samples
 
 REGION_BGR = {"I": (80, 200, 60), "R": (0, 215, 255), "H": (0, 120, 255), "F": (150, 150, 150)}
 
 
-def find_sample(url: str, key: str | None = None) -> tuple[dict, dict[str, bytes]]:
-    """The sample with ``key`` (default: the first one) from the shards in ``url``."""
-    storage = Storage(url)
-    names = storage.list("shard-*.tar")
-    if not names:
-        raise FileNotFoundError(f"no shards in {url}")
-    for name in names:
-        for k, members in iter_samples(storage.read_bytes(name)):
-            if key is None or k == key:
-                return json.loads(members["json"]), members
+def find_sample(url: str, key: str | None = None) -> Sample:
+    """The sample with ``key`` (default: the first one) from the build in ``url``."""
+    for sample in Dataset(url).samples():
+        if key is None or sample.key == key:
+            return sample
     raise KeyError(f"no sample with key {key!r} in {url}")
 
 
-def render(meta: dict, members: dict[str, bytes], target_index: int, png: str) -> str:
+def render(sample: Sample, target_index: int, png: str) -> str:
     """Write the drawing to ``png``; return the sample's token strings as text."""
+    meta = sample.meta
+    if not 0 <= target_index < len(meta["targets"]):
+        raise IndexError(f"{sample.key} has {len(meta['targets'])} target(s); --target {target_index} is out of range")
     t = meta["targets"][target_index]
-    rgb = np.asarray(Image.open(io.BytesIO(members[meta["image_ext"]])).convert("RGB"))
+    rgb = np.asarray(Image.open(io.BytesIO(sample.image)).convert("RGB"))
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     h, w = bgr.shape[:2]
     gt = rle_to_mask(t["mask_rle"])
-    union = TableDecoder(load_npz(members["cand.npz"]), meta["grid"]["n"], meta["grid"]["m"]).decode(
+    union = TableDecoder(sample.table, *sample.grid).decode(
         [tuple(a) for a in t["anchors"]])
     union = cv2.resize(union.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
     grid = Grid(meta["grid"]["n"], w, h, meta["grid"]["m"])

@@ -24,10 +24,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .tokens import OFFSET_STEPS, Box, Grid, Mask, OffsetGroup, Refinement, encode
+from .tokens import OFFSET_STEPS, Box, Grid, Mask, encode
+from .tokens.rules import STEP_PREFERENCE, anchor_positions, box_corner_step
+from .tokens.rules import offset_answer as refine_answer
 
 # Candidate steps in tie-break order: keep, then straight moves, then diagonals.
-STEPS: tuple[tuple[int, int], ...] = ((0, 0), (0, 1), (-1, 0), (1, 0), (0, -1), (-1, 1), (1, 1), (-1, -1), (1, -1))
+STEPS = STEP_PREFERENCE
 DELETE_ID = len(OFFSET_STEPS)  # offset index of <DELETE> in vocabulary order
 _VOCAB_INDEX = np.array([OFFSET_STEPS.index(s) for s in STEPS])
 
@@ -49,11 +51,8 @@ class Labels:
 @functools.lru_cache(maxsize=64)
 def neighbourhood(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     """Pixel columns/rows sampled by each grid point's 9 positions: int arrays [n*n, 9] (STEPS order)."""
-    n = grid.n
     sx, sy = grid.step
-    ii, jj = np.meshgrid(np.arange(n), np.arange(n))  # raster: j rows, i columns
-    ax = ((ii.ravel() + 0.5) * grid.width / n)[:, None]
-    ay = ((jj.ravel() + 0.5) * grid.height / n)[:, None]
+    ax, ay = (p[:, None] for p in anchor_positions(grid))
     du = np.array([s[0] for s in STEPS])[None, :]
     dv = np.array([s[1] for s in STEPS])[None, :]
     cols = np.floor(ax + du * sx).astype(np.int64)
@@ -111,9 +110,7 @@ def label_regions(gt: np.ndarray, grid: Grid, far_steps: float = 2.0, depth: Dep
     inside = _sample(gt, cols, rows)  # [n*n, 9]
     integral = cv2.integral(gt.view(np.uint8))  # [h+1, w+1] int32
     sx, sy = grid.step
-    ii, jj = np.meshgrid(np.arange(grid.n), np.arange(grid.n))
-    px = (ii.ravel() + 0.5) * grid.width / grid.n  # anchor positions, raster order
-    py = (jj.ravel() + 0.5) * grid.height / grid.n
+    px, py = anchor_positions(grid)
 
     # Inside: the +-1-step box of pixels (as sampled) is entirely GT and entirely on the image.
     bx0, bx1 = cols.min(axis=1), cols.max(axis=1) + 1
@@ -146,23 +143,13 @@ def label_regions(gt: np.ndarray, grid: Grid, far_steps: float = 2.0, depth: Dep
 def box_corner_steps(box: list[float], grid: Grid) -> tuple[Box, tuple[tuple[int, int], tuple[int, int]]]:
     """Each corner's nearest anchor, then the step that most reduces that corner's error."""
     x0, y0, x1, y1 = box
-    anchors = (grid.nearest(x0, y0), grid.nearest(x1, y1))
-    steps = []
-    for (i, j), (cx, cy) in zip(anchors, ((x0, y0), (x1, y1))):
-        errs = [math.hypot(*(np.subtract(grid.position(i, j, s), (cx, cy)))) for s in STEPS]
-        steps.append(STEPS[int(np.argmin(errs))])
-    return Box(*anchors), (steps[0], steps[1])
+    tokens = Box(grid.nearest(x0, y0), grid.nearest(x1, y1))
+    return tokens, (box_corner_step(grid, tokens.top_left, (x0, y0)), box_corner_step(grid, tokens.bottom_right, (x1, y1)))
 
 
 def deepest_anchor(gt: np.ndarray, grid: Grid, depth: Depth | None = None) -> tuple[int, int]:
     """The anchor of the cell holding the GT's most interior pixel (the point grounding)."""
     return grid.nearest(*(depth or Depth(gt)).deepest())
-
-
-def offset_answer(kind: str, anchors: list[tuple[int, int]], labels: Labels, n: int) -> str:
-    """``<offset><kind>...</kind></offset>`` with each anchor's labelled step."""
-    steps = tuple(labels.step(j * n + i) for i, j in anchors)
-    return encode(Refinement((OffsetGroup(kind, steps),)))
 
 
 def sample_proposals(labels: Labels, k: int, weights: dict[str, float], rng: np.random.Generator) -> list[tuple[int, int]]:
@@ -184,21 +171,20 @@ def stable_rng(*parts: object) -> np.random.Generator:
 def refinement_samples(labels: Labels, grid: Grid, box: list[float], selected: list[tuple[int, int]],
                        k: int, samples: int, weights: dict[str, float], rng: np.random.Generator) -> list[dict]:
     """Refinement turns for one target: the box corners, the selected anchors, K-point proposals."""
-    box_tokens, corner_steps = box_corner_steps(box, grid)
-    out = [{"kind": "box", "origin": "nearest",
-            "prompt": encode(box_tokens),
-            "answer": encode(Refinement((OffsetGroup("box", corner_steps),)))}]
+    box_tokens = Box(grid.nearest(box[0], box[1]), grid.nearest(box[2], box[3]))
+    out = [{"kind": "box", "origin": "nearest", "prompt": encode(box_tokens),
+            "answer": refine_answer([box_tokens], grid, labels.step, box)}]
     if selected:
-        raster = sorted(selected, key=lambda a: (a[1], a[0]))
-        out.append({"kind": "seg", "origin": "selected", "prompt": encode(Mask(tuple(raster))),
-                    "answer": offset_answer("seg", raster, labels, grid.n)})
+        raster = Mask(tuple(sorted(selected, key=lambda a: (a[1], a[0]))))
+        out.append({"kind": "seg", "origin": "selected", "prompt": encode(raster),
+                    "answer": refine_answer([raster], grid, labels.step, box)})
     for _ in range(samples):
         prop = sample_proposals(labels, k, weights, rng)
         if prop:
             out.append({"kind": "seg", "origin": "sampled", "prompt": encode(Mask(tuple(prop))),
-                        "answer": offset_answer("seg", prop, labels, grid.n)})
+                        "answer": refine_answer([Mask(tuple(prop))], grid, labels.step, box)})
     return out
 
 
-__all__ = ["Depth", "Labels", "label_regions", "box_corner_steps", "deepest_anchor", "offset_answer",
+__all__ = ["Depth", "Labels", "label_regions", "box_corner_steps", "deepest_anchor",
            "sample_proposals", "refinement_samples", "stable_rng", "neighbourhood"]

@@ -8,6 +8,7 @@ that says what is wrong.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 from numbers import Integral, Real
 from typing import Any
@@ -214,3 +215,18 @@ def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return m.astype(bool, copy=True)
     out = cv2.resize(m.astype(bool).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
     return out.astype(bool)
+
+
+@functools.lru_cache(maxsize=256)
+def _gt_cached(counts: str, size: tuple[int, int], shape: tuple[int, int] | None) -> np.ndarray:
+    gt = rle_to_mask({"counts": counts, "size": list(size)})
+    gt = gt if shape is None or shape == gt.shape else resize_nearest(gt, shape)
+    gt.flags.writeable = False  # shared through the cache
+    return gt
+
+
+def gt_at(mask_rle: dict, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A target's GT mask at full resolution, or at the table's ``shape`` by nearest neighbour,
+    exactly as ``token_iou`` measures it (cached and read-only: copy before writing)."""
+    return _gt_cached(str(mask_rle["counts"]), tuple(int(v) for v in mask_rle["size"]),
+                      None if shape is None else (int(shape[0]), int(shape[1])))

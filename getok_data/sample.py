@@ -10,8 +10,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .annotate import annotate_image
+from .config import BuildConfig
 from .images import ImageError, decode, read_bytes
-from .shards import json_bytes, npz_bytes
+from .dataset import json_bytes, npz_bytes
 from .types import ErrorRecord, ImageRecord
 
 
@@ -60,13 +61,13 @@ def prepare(record: ImageRecord) -> Prepared:
     return p
 
 
-def finish(p: Prepared, table, cfg: dict, identity: dict) -> SampleResult:
+def finish(p: Prepared, table, cfg: BuildConfig, identity: dict) -> SampleResult:
     """Annotate a prepared image with its candidate table and pack the members."""
     rec = p.record
     seen = len(rec.targets) + sum(e.ann_id is not None or e.ref_id is not None for e in rec.errors)
     if p.rgb is None:
         return SampleResult(rec.key, None, p.errors, targets_seen=seen)
-    sample, arrays, errors = annotate_image(rec, table, cfg, identity, p.ext)
+    sample, arrays, errors = annotate_image(rec, table, cfg.grid, cfg.selection, cfg.labelling, identity, p.ext)
     errors = p.errors + errors
     if not sample["targets"]:
         return SampleResult(rec.key, None, errors, targets_seen=seen)

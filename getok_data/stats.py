@@ -1,15 +1,8 @@
 """Dataset statistics, computed from the shard sidecars (never from a driver's memory)."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
-from .storage import Storage
-
-
-def read_sidecars(storage: Storage) -> list[dict]:
-    return [json.loads(storage.read_bytes(name)) for name in storage.list("shard-*.json")]
 
 
 def summarize(sidecars: list[dict]) -> dict:

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import fsspec
 
+TMP_SUFFIX = ".tmp"  # every write goes to NAME.tmp first; a run removes leftovers (it holds the lock)
+
 
 class Storage:
-    """A folder: read/write/rename/list by name, local or remote."""
+    """A folder: read/write/rename/list by name, local or remote. Every write is atomic."""
 
     def __init__(self, url: str | os.PathLike, create: bool = True):
         """``create=False`` opens an existing folder read-only (``FileNotFoundError`` if absent)."""
@@ -17,6 +19,8 @@ class Storage:
         self.local = self.fs.protocol in ("file", "local") or "file" in (self.fs.protocol or ())
         if self.local:
             self.root = str(Path(self.root).resolve())
+            if os.path.exists(self.root) and not os.path.isdir(self.root):
+                raise NotADirectoryError(f"{self.url} is a file, not a folder")
         if create:
             self.fs.makedirs(self.root, exist_ok=True)
         elif not self.fs.isdir(self.root):
@@ -40,13 +44,22 @@ class Storage:
             raise
 
     def write_bytes(self, name: str, data: bytes) -> None:
+        """Write ``name`` atomically: a reader sees the old file or the whole new one, never a part."""
+        tmp = name + TMP_SUFFIX
         if self.local:
-            # Write, flush and fsync so a rename never exposes a partial file after a crash.
-            with open(self.path(name), "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        else:
+            try:
+                with open(self.path(tmp), "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())  # so a rename never exposes a partial file after a crash
+                os.replace(self.path(tmp), self.path(name))
+            except BaseException:
+                try:
+                    os.remove(self.path(tmp))
+                except OSError:
+                    pass
+                raise
+        else:  # object stores make a single put atomic
             with self.fs.open(self.path(name), "wb") as f:
                 f.write(data)
 

@@ -7,10 +7,10 @@ from typing import Iterator
 
 import numpy as np
 
-from .masks import resize_nearest, rle_to_mask
+from .masks import gt_at
 from .selection import PackedTable, select, union_iou
-from .dataset import iter_tar as iter_samples, load_npz
-from .shards import sha256
+from .dataset import MANIFEST, Dataset, ManifestError, iter_tar as iter_samples, load_npz, shard_index, shard_name
+from .checksums import sha256
 from .storage import Storage
 from .tokens import Mask, encode
 
@@ -46,7 +46,7 @@ def check_sample(key: str, members: dict[str, bytes]) -> tuple[int, list[str]]:
     problems += check_offsets(key, table, n)
     for t in meta["targets"]:
         where = f"{key}/{t['target_id']}"
-        gt = np.packbits(resize_nearest(rle_to_mask(t["mask_rle"]), (h, w)).reshape(-1))
+        gt = np.packbits(gt_at(t["mask_rle"], (h, w)).reshape(-1))
         ids = [int(table["index"][j, i]) for i, j in t["anchors"]]
         if any(u < 0 for u in ids):
             problems.append(f"{where}: an anchor has no candidate mask")
@@ -81,17 +81,21 @@ def check_offsets(key: str, table: dict[str, np.ndarray], n: int) -> list[str]:
     return []
 
 
-def verify_shard(storage: Storage, name: str, sidecar: dict | None) -> ShardReport:
+def verify_shard(storage: Storage, name: str, sidecar: dict | None, expected: dict | None = None) -> ShardReport:
+    """One shard: its bytes against its sidecar (and the manifest's entry), every sample replayed."""
     report = ShardReport(name)
     try:
         data = storage.read_bytes(name)
     except FileNotFoundError:
         report.problems.append("missing shard file")
         return report
+    digest = sha256(data)
     if sidecar is None:
         report.problems.append("missing sidecar")
-    elif sidecar.get("sha256") != sha256(data):
-        report.problems.append(f"sha256 {sha256(data)[:12]} != sidecar {sidecar.get('sha256', '')[:12]}")
+    elif sidecar.get("sha256") != digest:
+        report.problems.append(f"sha256 {digest[:12]} != sidecar {str(sidecar.get('sha256', ''))[:12]}")
+    if expected is not None and expected.get("sha256") != digest:
+        report.problems.append(f"sha256 {digest[:12]} != manifest {str(expected.get('sha256', ''))[:12]}")
     try:
         for key, members in iter_samples(data):
             count, problems = check_sample(key, members)
@@ -104,13 +108,42 @@ def verify_shard(storage: Storage, name: str, sidecar: dict | None) -> ShardRepo
 
 
 def verify_dir(url: str) -> Iterator[ShardReport]:
-    """One report per shard listed by the manifest (or found in the folder)."""
-    storage = Storage(url)
-    names = storage.list("shard-*.tar")
-    if storage.exists("manifest.json"):
-        manifest = json.loads(storage.read_bytes("manifest.json"))
-        names = sorted(set(names) | {s["shard"] for s in manifest.get("shards", [])})
+    """One report per shard, then (under the name ``manifest.json``) what makes the folder an
+    unfinished or inconsistent build: no or a corrupt manifest, status not complete, planned
+    shards missing, a sidecar of another config, checksums that differ from the manifest's."""
+    ds = Dataset(url)
+    folder = ShardReport(MANIFEST)
+    try:
+        manifest = ds.manifest
+    except ManifestError as e:
+        manifest = None
+        folder.problems.append(f"unreadable manifest: {e}")
+    else:
+        if manifest is None:
+            folder.problems.append("no manifest.json: not a finished build (rerun the build command)")
+        elif not manifest.complete:
+            folder.problems.append(f"build not complete (status {manifest.status!r}): rerun the build command "
+                                   "to finish it")
+    listed = {s["shard"]: s for s in manifest.shards} if manifest else {}
+    names = ds.shard_names()
+    if manifest is not None and manifest.complete:
+        planned = manifest.planned_shards if manifest.planned_shards is not None else len(listed)
+        expected = {shard_name(k) for k in range(planned)}
+        for name in sorted(expected - set(names)):
+            folder.problems.append(f"planned shard {name} is missing")
+        for name in sorted(set(names) - expected - set(listed)):
+            folder.problems.append(f"{name} is not part of this build (not in the manifest)")
     for name in names:
-        side = name[:-4] + ".json"
-        sidecar = json.loads(storage.read_bytes(side)) if storage.exists(side) else None
-        yield verify_shard(storage, name, sidecar)
+        index = shard_index(name)
+        try:
+            sidecar = ds.sidecar(index)
+        except ManifestError as e:
+            report = ShardReport(name, problems=[f"unreadable sidecar: {e}"])
+            yield report
+            continue
+        if sidecar is not None and manifest is not None and sidecar.get("config_hash") != manifest.config_hash:
+            folder.problems.append(f"{name}: built with another config (sidecar hash "
+                                   f"{str(sidecar.get('config_hash'))[:12]} != manifest {manifest.config_hash[:12]})")
+        yield verify_shard(ds.storage, name, sidecar, listed.get(name))
+    if folder.problems:
+        yield folder

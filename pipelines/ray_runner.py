@@ -18,27 +18,31 @@ from collections import deque
 
 import ray
 
+from getok_data.config import BuildConfig, BuildOptions, PluginConfig
+from getok_data.dataset import shard_is_complete
 from getok_data.segmenters import build_segmenter
-from getok_data.shards import shard_is_complete
 from getok_data.storage import Storage
 
-from .build import BuildError, make_source, plan
+from .output import BuildError
+from .plan import make_source, plan
 from .progress import Progress
 from .shard_job import build_shard
 
 QUEUE_DEPTH = 2  # shards in flight per actor
+RESTART_WAIT_S = 1.0  # how long a restarting actor rests before it is given work again
+MAX_UNAVAILABLE = 300  # consecutive "actor unavailable" answers before the job gives up (~5 min)
 
 
 class ShardWorker:
     """Holds one segmenter; builds whole shards."""
 
-    def __init__(self, segmenter_cfg: dict):
+    def __init__(self, segmenter_cfg: PluginConfig):
         self.segmenter = build_segmenter(segmenter_cfg)
 
     def pid(self) -> int:
         return os.getpid()
 
-    def build(self, index: int, records: list, cfg: dict, chash: str, out: str) -> dict:
+    def build(self, index: int, records: list, cfg: BuildConfig, chash: str, out: str) -> dict:
         return build_shard(index, records, self.segmenter, cfg, chash, out)
 
 
@@ -52,42 +56,48 @@ def _connect(address: str | None) -> None:
         ray.init(runtime_env=env, log_to_driver=False, include_dashboard=False)
 
 
-def _num_actors(bcfg: dict) -> int:
-    if bcfg.get("num_actors"):
-        return int(bcfg["num_actors"])
+def _num_actors(bcfg: BuildOptions) -> int:
+    if bcfg.num_actors:
+        return bcfg.num_actors
     res = ray.cluster_resources()
-    gpus = float(bcfg.get("gpus_per_actor") or 0)
-    by_cpu = int(res.get("CPU", 1) // max(float(bcfg.get("cpus_per_actor") or 1), 1e-6))
+    gpus = bcfg.gpus_per_actor
+    by_cpu = int(res.get("CPU", 1) // bcfg.cpus_per_actor)
     by_gpu = int(res.get("GPU", 0) // gpus) if gpus > 0 else by_cpu
     return max(1, min(by_cpu, by_gpu))
 
 
-def run_ray(cfg: dict, chash: str, storage: Storage, progress: bool = True) -> tuple[list[dict], int]:
-    bcfg = cfg["build"]
-    _connect(bcfg.get("address"))
+def run_ray(cfg: BuildConfig, chash: str, storage: Storage, progress: bool = True) -> tuple[list[dict], int]:
+    bcfg = cfg.build
+    _connect(bcfg.address)
     actor_cls = ray.remote(
-        num_cpus=float(bcfg.get("cpus_per_actor") or 1), num_gpus=float(bcfg.get("gpus_per_actor") or 0),
+        num_cpus=bcfg.cpus_per_actor, num_gpus=bcfg.gpus_per_actor,
         max_restarts=-1, max_task_retries=0,
     )(ShardWorker)
-    actors = [actor_cls.remote(cfg["segmenter"]) for _ in range(_num_actors(bcfg))]
+    actors = [actor_cls.remote(cfg.segmenter) for _ in range(_num_actors(bcfg))]
     # Two shards in flight per actor: one running, one queued at the actor, so an actor never
     # waits while the driver reads (or, for synthetic data, renders) its next shard.
     free = deque(k for _ in range(QUEUE_DEPTH) for k in range(len(actors)))
     queues: list[deque] = [deque() for _ in actors]  # each actor's refs in submission order
-    timeout = float(bcfg.get("shard_timeout_s") or 3600)
-    max_retries = int(bcfg.get("max_retries") or 3)
+    timeout = bcfg.shard_timeout_s
+    max_retries = bcfg.max_retries
 
     sidecars: dict[int, dict] = {}
-    pending = plan(make_source(cfg), int(bcfg["images_per_shard"]))
+    pending = plan(make_source(cfg), bcfg.images_per_shard)
     retry: deque = deque()  # (index, records) to run again
     attempts: dict[int, int] = {}
     running: dict = {}  # ref -> (index, records, actor number)
     since = [0.0] * len(actors)  # when the head of each actor's queue began running
+    resting: dict[int, float] = {}  # actor number -> when it may take work again (restarting)
+    unavailable = [0] * len(actors)
     num_shards = 0
     exhausted = False
 
     with Progress(enabled=progress) as bar:
         while True:
+            now = time.monotonic()
+            for k in [k for k, t in resting.items() if t <= now]:
+                del resting[k]
+                free.extend([k] * (QUEUE_DEPTH - len(queues[k]) - free.count(k)))
             # Fill every free slot: retries first, then the next planned shards.
             while free and (retry or not exhausted):
                 if retry:
@@ -99,7 +109,7 @@ def run_ray(cfg: dict, chash: str, storage: Storage, progress: bool = True) -> t
                         break
                     index, records = nxt
                     num_shards = index + 1
-                    done = shard_is_complete(storage, index)
+                    done = shard_is_complete(storage, index, chash)
                     if done is not None:
                         sidecars[index] = done
                         bar.skip(done)
@@ -110,9 +120,13 @@ def run_ray(cfg: dict, chash: str, storage: Storage, progress: bool = True) -> t
                 queues[k].append(ref)
                 if len(queues[k]) == 1:
                     since[k] = time.monotonic()
-            if not running:
+            if not running and not resting:
                 break
-            wait = min([5.0] + [max(0.05, since[k] + timeout - time.monotonic()) for k, q in enumerate(queues) if q])
+            wait = min([5.0] + [max(0.05, since[k] + timeout - time.monotonic()) for k, q in enumerate(queues) if q]
+                       + [max(0.05, t - time.monotonic()) for t in resting.values()])
+            if not running:  # only restarting actors left: wait for them
+                time.sleep(wait)
+                continue
             ready, _ = ray.wait(list(running), num_returns=1, timeout=wait)
             for ref in ready:
                 index, records, k = running.pop(ref)
@@ -121,11 +135,24 @@ def run_ray(cfg: dict, chash: str, storage: Storage, progress: bool = True) -> t
                 try:
                     sidecars[index] = ray.get(ref)
                     bar.shard(sidecars[index], images_counted=False)
-                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
+                except ray.exceptions.ActorUnavailableError:
+                    # The actor is restarting and the shard never ran: not the shard's fault, so it
+                    # costs no attempt; the actor rests a moment before it is given work again.
+                    unavailable[k] += 1
+                    if unavailable[k] > MAX_UNAVAILABLE:
+                        raise BuildError(f"actor {k} stayed unavailable ({MAX_UNAVAILABLE} tries); is the cluster healthy?")
+                    retry.appendleft((index, records))
+                    if k not in resting:
+                        free = deque(x for x in free if x != k)
+                    resting[k] = time.monotonic() + RESTART_WAIT_S
+                    continue
+                except ray.exceptions.RayActorError as e:
                     _retry(index, records, attempts, max_retries, retry, f"actor died: {type(e).__name__}")
                 except ray.exceptions.RayTaskError as e:
                     _retry(index, records, attempts, max_retries, retry, f"task failed: {e}")
-                free.append(k)  # Ray restarts a dead actor in place
+                unavailable[k] = 0
+                if k not in resting:
+                    free.append(k)  # Ray restarts a dead actor in place
             now = time.monotonic()
             for k, queue in enumerate(queues):
                 if queue and now - since[k] > timeout:  # a hung worker: kill it, retry the shard

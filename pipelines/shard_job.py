@@ -5,7 +5,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from getok_data.sample import Prepared, SampleResult, finish, prepare, segment_prepared
-from getok_data.shards import tar_bytes, write_shard
+from getok_data.config import BuildConfig
+from getok_data.dataset import tar_bytes, write_shard
 from getok_data.storage import Storage
 from getok_data.types import ImageRecord
 
@@ -16,15 +17,14 @@ def _prepare_all(records: list[ImageRecord]) -> list[Prepared]:
     return [prepare(r) for r in records]
 
 
-def build_shard(index: int, records: list[ImageRecord], segmenter, cfg: dict, config_hash: str,
+def build_shard(index: int, records: list[ImageRecord], segmenter, cfg: BuildConfig, config_hash: str,
                 out: str, on_image=None) -> dict:
     """Process ``records`` (one fixed block of the sorted image ids) and write shard ``index``.
 
     Returns the sidecar. ``on_image(result)`` is called after each image (progress bars).
     """
     t0 = time.perf_counter()
-    n = int(cfg["grid"]["n"])
-    offset_m = int(cfg["grid"]["m"]) if cfg["grid"].get("offset_masks") else None
+    n, offset_m = cfg.grid.n, cfg.offset_m
     results: list[SampleResult] = []
     batches = [records[b : b + SEGMENT_BATCH] for b in range(0, len(records), SEGMENT_BATCH)]
     # Read and decode the next batch in a thread while the segmenter works on this one.

@@ -25,10 +25,10 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 MMPOSE = FIXTURES / "open-mmlab__mmpose" / "tests" / "data" / "coco"
 
 
-def syn_cfg(out, **build):
+def syn_cfg(out, tau=None, **build):
     return load_config(None, {
         "source": {"name": "synthetic", "split": "train", "size": 10},
-        "grid": {"n": 8},
+        "grid": {"n": 8}, "selection": {"tau": tau},
         "build": {"out": str(out), "images_per_shard": 4, **build},
     })
 
@@ -79,7 +79,6 @@ def test_offset_masks_build_adds_exact_refined_masks_and_changes_nothing_else(re
     """Offset masks (on by default for superpixel): the same tokens and grid table as a build
     without them, plus every anchor's one-step masks, so the table decodes a refined answer as the
     segmenter would."""
-    from getok_data.config import output_config
     from getok_data.decode import TableDecoder
     from getok_data.segmenters import build_segmenter
     from getok_data.tokens import OFFSET_STEPS, Grid
@@ -95,7 +94,6 @@ def test_offset_masks_build_adds_exact_refined_masks_and_changes_nothing_else(re
     assert json.loads((ref / "manifest.json").read_text())["config"]["grid"]["offset_masks"] is True
     plain_cfg = json.loads((plain_dir / "manifest.json").read_text())["config"]
     assert plain_cfg["grid"]["offset_masks"] is False
-    assert "offset_masks" not in output_config(plain_cfg)["grid"]  # off: hashed as before the key, old builds resume
     seg = build_segmenter({"name": "superpixel"})
     plain = dict(iter_samples((plain_dir / "shard-000000.tar").read_bytes()))
     for key, m in iter_samples((ref / "shard-000000.tar").read_bytes()):
@@ -127,7 +125,8 @@ def test_offset_masks_build_adds_exact_refined_masks_and_changes_nothing_else(re
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     samples[0][1]["cand.npz"] = buf.getvalue()
-    from getok_data.shards import sha256, tar_bytes
+    from getok_data.checksums import sha256
+    from getok_data.dataset import tar_bytes
 
     data = tar_bytes(samples)
     (out / "shard-000000.tar").write_bytes(data)
@@ -172,8 +171,7 @@ def test_kill_9_mid_build_then_resume_is_byte_identical(reference, tmp_path):
 def test_another_config_is_refused_unless_forced(reference, tmp_path):
     out = tmp_path / "c"
     run_build(syn_cfg(out), progress=False)
-    other = syn_cfg(out)
-    other["selection"]["tau"] = 0.5
+    other = syn_cfg(out, tau=0.5)
     with pytest.raises(BuildError, match="another config"):
         run_build(other, progress=False)
     run_build(other, force=True, progress=False)
@@ -194,7 +192,8 @@ def test_verify_catches_a_flipped_byte(reference, tmp_path):
 
 
 def test_verify_catches_a_wrong_token_iou_with_a_matching_checksum(reference, tmp_path):
-    from getok_data.shards import json_bytes, sha256, tar_bytes
+    from getok_data.checksums import sha256
+    from getok_data.dataset import json_bytes, tar_bytes
     from getok_data.verify import iter_samples
 
     ref, _ = reference
@@ -369,8 +368,8 @@ def test_tiny_sam_build_end_to_end_on_cpu(tmp_path, offset_masks):
 def test_offset_masks_auto_follows_the_segmenter_and_rejects_nonsense():
     on = load_config(None, {"segmenter": {"name": "superpixel"}})
     off = load_config(None, {"segmenter": {"name": "sam", "sam_model": "tiny"}})
-    forced = load_config(None, {"grid": {"offset_masks": True}, "segmenter": {"name": "sam"}})
-    assert on["grid"]["offset_masks"] is True and off["grid"]["offset_masks"] is False
-    assert forced["grid"]["offset_masks"] is True
+    forced = load_config(None, {"grid": {"offset_masks": True}, "segmenter": {"name": "sam", "sam_model": "tiny"}})
+    assert on.grid.offset_masks is True and off.grid.offset_masks is False
+    assert forced.grid.offset_masks is True
     with pytest.raises(ValueError, match="offset_masks"):
         load_config(None, {"grid": {"offset_masks": "yes"}})

@@ -22,7 +22,7 @@ def digests(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("shard-*.tar"))}
 
 
-def cfg(out: Path, **build) -> dict:
+def cfg(out: Path, **build):
     return load_config(None, {"source": {"name": "synthetic", "split": "train", "size": 40}, "grid": {"n": 12},
                               "build": {"out": str(out), "images_per_shard": 2, **build}})
 
@@ -111,8 +111,8 @@ def test_a_shard_over_its_timeout_is_killed_retried_and_then_named(cluster, tmp_
     from pipelines.build import BuildError
 
     out = tmp_path / "slow"
-    slow = cfg(out, runner="ray", address=cluster, num_actors=1, shard_timeout_s=0.5, max_retries=1)
-    slow["build"]["images_per_shard"] = 40  # one shard of 40 images: far over half a second
+    # one shard of 40 images: far over half a second
+    slow = cfg(out, runner="ray", address=cluster, num_actors=1, shard_timeout_s=0.5, max_retries=1, images_per_shard=40)
     try:
         with pytest.raises(BuildError, match=r"shard 0 failed 2 times; last: timed out after 0.5s"):
             run_build(slow, progress=False)

@@ -183,11 +183,11 @@ def test_sam_decode_never_builds_full_resolution_masks(tiny, monkeypatch, fast):
 
 
 def test_vit_b_without_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match=r"--sam-checkpoint PATH is required for vit_b"):
+    with pytest.raises(ValueError, match=r"sam_checkpoint: required for vit_b \(--sam-checkpoint PATH"):
         build_segmenter({"name": "sam", "sam_model": "vit_b"})
     with pytest.raises(FileNotFoundError):
         build_segmenter({"name": "sam", "sam_model": "vit_h", "sam_checkpoint": str(tmp_path / "no.pth")})
-    with pytest.raises(ValueError, match="unknown sam model"):
+    with pytest.raises(ValueError, match="sam_model: expected vit_b | vit_l | vit_h | tiny"):
         build_segmenter({"name": "sam", "sam_model": "vit_x"})
 
 

@@ -8,7 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 from getok_data.cli import main as cli
-from getok_data.config import load_config
+from getok_data.config import ConfigError, load_config
 from getok_data.train.checkpoint import load_checkpoint
 from getok_data.train.config import GRPO_DEFAULTS, SFT_DEFAULTS, load_train_config
 from pipelines.build import run_build
@@ -39,7 +39,7 @@ def run(args):
 def test_yaml_configs_mirror_the_code_defaults():
     for name, defaults in (("train_sft.yaml", SFT_DEFAULTS), ("train_grpo.yaml", GRPO_DEFAULTS)):
         assert load_train_config(defaults, REPO / "configs" / name) == defaults
-    with pytest.raises(KeyError):
+    with pytest.raises(ConfigError, match="unknown config key"):
         load_train_config(SFT_DEFAULTS, None, {"optim": {"nope": 1}})
 
 

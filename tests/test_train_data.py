@@ -99,9 +99,10 @@ def test_far_jitter_adds_anchors_away_from_the_target_that_answer_delete(build):
                     assert (step is None) or not far  # a far anchor is always answered <DELETE>
                     deleted_far += far
     assert deleted_far > 50
-    # off by default in the bare function (the trainer's config turns it on)
+    # with every jitter off, only the stored refinement prompts and the GT answer remain
     t = next(t for t in meta["targets"] if t["tokens"]["seg"] is not None)
-    plain = {offset_prompt(t, target_info(meta, t), {"jitter_extra": 0.0, "jitter_move": 0.0}, rng) for _ in range(50)}
+    off = {"jitter_extra": 0.0, "jitter_move": 0.0, "jitter_far": 0.0}
+    plain = {offset_prompt(t, target_info(meta, t), off, rng) for _ in range(50)}
     assert len(plain) <= len(t["refine"]) + 1
 
 

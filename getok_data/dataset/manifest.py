@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TypedDict
 
 FORMAT_VERSION = 1
 STATUSES = ("running", "complete")
@@ -59,7 +59,29 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True, default=str).encode()
 
 
-def parse_sidecar(data: bytes, where: str) -> dict[str, Any]:
+class Sidecar(TypedDict, total=False):
+    """``shard-NNNNNN.json``: one shard's counts, quarantine records and checksum (docs/FORMAT.md)."""
+
+    index: int
+    config_hash: str
+    shard: str
+    sha256: str
+    bytes: int
+    keys: list[str]
+    images: int
+    images_written: int
+    targets_seen: int
+    targets: int
+    targets_seg_null: int
+    token_counts: list[int]
+    token_ious: list[float]
+    regions: dict[str, int]
+    image_bytes: int
+    errors: list[dict]
+    seconds: float
+
+
+def parse_sidecar(data: bytes, where: str) -> Sidecar:
     """A sidecar's fields (see docs/FORMAT.md); ``ManifestError`` naming ``where`` if unreadable."""
     obj = _parse(data, where)
     missing = [k for k in ("index", "config_hash", "sha256", "images", "targets", "errors") if k not in obj]

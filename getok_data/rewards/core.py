@@ -15,16 +15,17 @@ Conventions (docs/INTEROP.md, "Rewards"):
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Sequence
 
 import numpy as np
 
-from ..decode import TableDecoder, mask_iou
-from ..masks import resize_nearest, rle_to_mask
-from ..tokens import Box, Grid, ParseError, Refinement, decode_box, parse, positions
+from ..decode import TableDecoder
+from ..masks import gt_at
+from ..tokens import Box, Grid, ParseError, decode_box, parse, positions
 from ..tokens.codec import Grounding
+from ..tokens.rules import box_iou, mask_iou, parse_refinement
+from .table import default_weights, stage_of
 
 XY = tuple[float, float]
 Step = tuple[int, int] | None
@@ -32,10 +33,6 @@ BoxXYXY = Sequence[float]
 
 MASK_IOU_MAX = 2.0
 BOX_MAX = 2.0
-DEFAULT_WEIGHTS: dict[str, float] = {
-    "format": 1.0, "repetition": 0.5, "mask_iou": 1.0, "box": 1.0, "point": 0.5,
-    "refine_point": 1.0, "box_gain": 1.0, "mask_gain": 1.0, "noop": 0.5,
-}
 
 
 # ---------------------------------------------------------------- parsing and format
@@ -52,24 +49,6 @@ def parse_grounding(completion: str, n: int, kind: str) -> Grounding | None:
     if items is None or len(items) != 1 or items[0].kind != kind:
         return None
     return items[0]
-
-
-def parse_refinement(completion: str, previous: str, n: int) -> tuple[list[Grounding], Refinement] | None:
-    """(previous groundings, refinement) if ``completion`` is one ``<offset>`` turn matching
-    ``previous`` one-to-one (same wrappers in order, one offset per anchor), else None."""
-    prev = _parse_or_none(previous, n)
-    items = _parse_or_none(completion, n)
-    if not prev or items is None or len(items) != 1 or not isinstance(items[0], Refinement):
-        return None
-    if any(isinstance(p, Refinement) for p in prev):
-        return None
-    ref = items[0]
-    if len(ref.groups) != len(prev):
-        return None
-    for g, grp in zip(prev, ref.groups):
-        if g.kind != grp.kind or len(g.anchors) != len(grp.steps):
-            return None
-    return prev, ref
 
 
 def format_reward(completion: str, n: int, kind: str) -> float:
@@ -114,15 +93,6 @@ def inside(mask: np.ndarray, points: Sequence[XY | None], width: float, height: 
         c, r = math.floor(p[0] * w / width), math.floor(p[1] * h / height)
         out[k] = 0 <= c < w and 0 <= r < h and bool(mask[r, c])
     return out
-
-
-def box_iou(a: BoxXYXY, b: BoxXYXY) -> float:
-    """IoU of two ``[x0, y0, x1, y1]`` boxes (continuous coordinates); 0 if the union is empty."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def corner_l1(pred: BoxXYXY, gt: BoxXYXY, width: float, height: float) -> float:
@@ -222,17 +192,9 @@ def mask_iou_gain(iou_before: float, iou_after: float) -> float:
 
 
 # ---------------------------------------------------------------- scoring a sample's target
-@functools.lru_cache(maxsize=256)
-def _gt_cached(counts: str, size: tuple[int, int], shape: tuple[int, int] | None) -> np.ndarray:
-    gt = rle_to_mask({"counts": counts, "size": list(size)})
-    gt = gt if shape is None or shape == gt.shape else resize_nearest(gt, shape)
-    gt.flags.writeable = False  # shared through the cache
-    return gt
-
-
 def gt_mask(mask_rle: dict, shape: tuple[int, int] | None = None) -> np.ndarray:
     """A target's GT at full resolution, or at ``shape`` by nearest neighbour (cached, read-only)."""
-    return _gt_cached(str(mask_rle["counts"]), tuple(int(v) for v in mask_rle["size"]), shape)
+    return gt_at(mask_rle, shape)
 
 
 def score_grid_answer(completion: str, target: dict, decoder: TableDecoder | None, grid: Grid,
@@ -320,7 +282,7 @@ def score_refinement(completion: str, previous: str, target: dict, decoder: Tabl
 
 def weighted_total(scores: dict[str, float], weights: dict[str, float] | None = None) -> float:
     """``sum(weights[k] * scores[k])`` over the keys present in both (default weights)."""
-    w = DEFAULT_WEIGHTS if weights is None else weights
+    w = default_weights(stage_of(scores)) if weights is None else weights
     return float(sum(w[k] * v for k, v in scores.items() if k in w))
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..decode import TableDecoder
-from ..shards import load_npz
+from ..dataset import load_npz
 from ..tokens import Grid
 from . import core
 
@@ -127,7 +127,7 @@ for _f, _name in ((format_reward, "format_reward"), (repetition_reward, "repetit
 
 
 def getok_reward(prompts: Sequence | None = None, completions: Sequence = (), **columns: Any) -> list[float]:
-    """Weighted sum of every component (core.DEFAULT_WEIGHTS) for each row, whatever its stage."""
+    """Weighted sum of every component (the default weights of the row's stage, rewards/table.py) for each row."""
     return [core.weighted_total(row_scores(c, _row(columns, k))) for k, c in enumerate(completions)]
 
 

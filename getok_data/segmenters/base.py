@@ -16,7 +16,13 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from ..registry import Registry
+from ..tokens.geometry import Grid
+from ..tokens.rules import anchor_positions
 from ..tokens.vocab import KEEP, OFFSET_STEPS
+
+#: Every segmenter registers itself here (its options dataclass and a factory).
+SEGMENTERS = Registry("segmenter")
 
 
 def table_shape(height: int, width: int, max_side: int = 256) -> tuple[int, int]:
@@ -41,10 +47,7 @@ def grid_points(height: int, width: int, n: int) -> np.ndarray:
     """
     if n < 1:
         raise ValueError(f"grid n must be >= 1, got {n}")
-    xs = (np.arange(n, dtype=np.float64) + 0.5) * width / n
-    ys = (np.arange(n, dtype=np.float64) + 0.5) * height / n
-    gx, gy = np.meshgrid(xs, ys)  # [j, i]
-    return np.stack([gx.ravel(), gy.ravel()], axis=1)
+    return np.stack(anchor_positions(Grid(n, width, height)), axis=1)
 
 
 def points_to_table(points: np.ndarray, height: int, width: int, shape: tuple[int, int]) -> np.ndarray:

@@ -29,10 +29,10 @@ bit-identical tables on CPU, tested). Like ``points_per_batch`` it is part of th
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -41,28 +41,12 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from .base import CandidateTable, SegmenterBase, check_image, grid_points, offset_positions, table_shape
+from ..checksums import file_sha256
+from .base import SEGMENTERS, CandidateTable, SegmenterBase, check_image, grid_points, offset_positions, table_shape
 
 MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
 MULTIMASK_RULES = ("best_iou", "single", "0", "1", "2")
 DTYPES = ("float32", "bfloat16")
-
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str, chunk: int = 1 << 22) -> str:
-    """sha256 of a file, streamed; cached per (real path, size, mtime)."""
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    key = (real, st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(real, "rb") as f:
-            while block := f.read(chunk):
-                h.update(block)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
-
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` -> ``cuda`` when available, else ``cpu``; anything else is passed to torch."""
@@ -363,3 +347,36 @@ class SamSegmenter(SegmenterBase):
             packed.append(np.packbits(masks.reshape(len(masks), -1), axis=1))
             scores.append(sc)
         return table.with_offsets(np.concatenate(packed), np.concatenate(scores), where)
+
+
+@dataclass(frozen=True)
+class SamOptions:
+    sam_model: Literal["vit_b", "vit_l", "vit_h", "tiny"] = "vit_b"  # tiny: random weights (tests)
+    sam_checkpoint: str | None = field(default=None, metadata={"digest": "checkpoint_sha256"})
+    points_per_batch: int | Literal["auto"] = "auto"  # prompts per decoder batch; auto: 4 on CPU, 64 on GPU
+    fast_decoder: bool = True  # share the image embedding across prompts (same math)
+    multimask: Literal["best_iou", "single", "0", "1", "2", 0, 1, 2] = "best_iou"
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    device: str = field(default="auto", metadata={"runtime": True})  # auto | cpu | cuda | cuda:N
+    table_max_side: int = 256  # SAM's low-res mask resolution
+    seed: int = 0  # tiny: weight seed
+    encoder_batch_size: int = 4  # images per encoder call
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "multimask", str(self.multimask))  # YAML may give 0/1/2 as ints
+        if self.sam_model != "tiny" and not self.sam_checkpoint:
+            raise ValueError(f"sam_checkpoint: required for {self.sam_model} (--sam-checkpoint PATH; "
+                             "checkpoints cannot be downloaded at run time)")
+        if self.points_per_batch != "auto" and self.points_per_batch < 1:
+            raise ValueError(f"points_per_batch: must be >= 1 or auto, got {self.points_per_batch}")
+        if self.table_max_side < 1 or self.encoder_batch_size < 1:
+            raise ValueError("table_max_side, encoder_batch_size: must be >= 1")
+
+
+def _from_options(o: SamOptions) -> SamSegmenter:
+    return SamSegmenter(model_type=o.sam_model, checkpoint=o.sam_checkpoint, points_per_batch=o.points_per_batch,
+                        fast_decoder=o.fast_decoder, multimask=o.multimask, dtype=o.dtype, device=o.device,
+                        table_max_side=o.table_max_side, seed=o.seed, encoder_batch_size=o.encoder_batch_size)
+
+
+SEGMENTERS.register("sam", SamOptions, _from_options)

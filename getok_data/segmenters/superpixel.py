@@ -15,7 +15,8 @@ Fully deterministic; ~10-20 ms per 320 x 240 image.
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -23,6 +24,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import felzenszwalb
 
 from .base import (
+    SEGMENTERS,
     CandidateTable, SegmenterBase, check_image, grid_points, offset_positions, points_to_table, table_shape,
 )
 
@@ -147,3 +149,19 @@ class SuperpixelSegmenter(SegmenterBase):
         packed = np.packbits((lab[None] == labels[:, None, None]).reshape(len(labels), -1), axis=1)
         by_label = np.where(where >= 0, inverse.reshape(-1)[np.maximum(where, 0)], -1)  # one row per segment
         return table.with_offsets(packed, np.ones(len(labels), np.float32), by_label)
+
+
+@dataclass(frozen=True)
+class SuperpixelOptions:
+    OFFSET_MASKS_BY_DEFAULT: ClassVar[bool] = True  # nearly free here: store them unless told not to
+    table_max_side: int = 256
+    scale: float = 300.0  # Felzenszwalb scale at the reference area
+    sigma: float = 0.5
+    min_size: int = 40  # smallest segment, in pixels at the reference area
+
+    def __post_init__(self) -> None:
+        if self.table_max_side < 1 or self.min_size < 1 or self.scale <= 0 or self.sigma < 0:
+            raise ValueError("table_max_side, min_size: must be >= 1; scale > 0; sigma >= 0")
+
+
+SEGMENTERS.register("superpixel", SuperpixelOptions, lambda o: SuperpixelSegmenter(**asdict(o)))

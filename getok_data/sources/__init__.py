@@ -1,48 +1,39 @@
-"""Grounding sources: ``get_source(name, **options)`` -> a ``Source`` yielding ``ImageRecord``s.
+"""Grounding sources: each yields one ``ImageRecord`` per image, sorted by (split, image_id).
 
-Names: ``synthetic`` (embedded default, nothing to download), ``refcoco``, ``refcoco+``,
-``refcocog`` (REFER layout), ``coco`` (COCO instances / person-keypoints JSON).
+A source is one module that declares a frozen options dataclass beside its class and registers
+both in :data:`SOURCES`; this file only says which module registers which name.
 """
 from __future__ import annotations
 
-from functools import partial
-from typing import Any, Callable
+import dataclasses
+from typing import Any
 
-from .base import Source
-from .coco import CocoSource
-from .refer import ReferSource
+from .base import SOURCES, Source
 from .safe_pickle import UnsafePickleError, safe_load
 from .synthetic import DEFAULT_SIZES, SyntheticSource
 
-__all__ = [
-    "get_source", "source_names", "Source", "SyntheticSource", "ReferSource", "CocoSource",
-    "UnsafePickleError", "safe_load", "DEFAULT_SIZES",
-]
+SOURCES.declare("synthetic", "getok_data.sources.synthetic")
+for _name in ("refcoco", "refcoco+", "refcocog"):
+    SOURCES.declare(_name, "getok_data.sources.refer")
+SOURCES.declare("coco", "getok_data.sources.coco")
 
-_REGISTRY: dict[str, tuple[Callable[..., Source], tuple[str, ...]]] = {
-    "synthetic": (SyntheticSource, SyntheticSource.OPTIONS),
-    "refcoco": (partial(ReferSource, "refcoco"), ReferSource.OPTIONS),
-    "refcoco+": (partial(ReferSource, "refcoco+"), ReferSource.OPTIONS),
-    "refcocog": (partial(ReferSource, "refcocog"), ReferSource.OPTIONS),
-    "coco": (CocoSource, CocoSource.OPTIONS),
-}
+__all__ = ["SOURCES", "get_source", "source_names", "Source", "SyntheticSource", "UnsafePickleError",
+           "safe_load", "DEFAULT_SIZES"]
 
 
 def source_names() -> list[str]:
     """The names ``get_source`` accepts."""
-    return list(_REGISTRY)
+    return SOURCES.names()
 
 
 def get_source(name: str, **options: Any) -> Source:
-    """Build a source by name; unknown options raise ``TypeError`` naming all of them.
+    """Build a source by name from keyword options (its options dataclass's fields).
 
-    Options per source are listed in each class's ``OPTIONS`` (see ``SyntheticSource``,
-    ``ReferSource``, ``CocoSource``); an unknown name raises ``ValueError``.
+    An unknown name raises ``ValueError``; unknown options raise ``TypeError`` naming them.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown source {name!r}; expected one of {source_names()}")
-    factory, allowed = _REGISTRY[name]
+    plugin = SOURCES.get(name)
+    allowed = [f.name for f in dataclasses.fields(plugin.options)]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise TypeError(f"source {name!r} got unknown option(s) {unknown}; allowed: {list(allowed)}")
-    return factory(**options)
+        raise TypeError(f"source {name!r} got unknown option(s) {unknown}; allowed: {allowed}")
+    return plugin.factory(plugin.options(**options))

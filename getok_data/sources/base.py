@@ -10,9 +10,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..masks import mask_box, mask_to_rle, segmentation_to_mask
+from ..registry import Registry
 from ..types import ErrorRecord, ImageRecord
 
 __all__ = [
+    "SOURCES",
     "Source",
     "MAX_IMAGE_SIDE",
     "id_sort_key",
@@ -24,6 +26,9 @@ __all__ = [
     "source_error",
 ]
 
+#: Every source registers itself here (its options dataclass and a factory); see sources/__init__.py.
+SOURCES = Registry("source")
+
 #: Largest width/height accepted from annotation JSON (guards against absurd allocations).
 MAX_IMAGE_SIDE = 1 << 15
 
@@ -31,10 +36,10 @@ MAX_IMAGE_SIDE = 1 << 15
 class Source(abc.ABC):
     """A grounding source: yields one ``ImageRecord`` per (split, image), sorted by (split, image_id).
 
-    Subclasses set ``OPTIONS`` (the keyword options ``get_source`` may pass) and ``name``.
+    Each source module declares a frozen options dataclass beside its class and registers both
+    in :data:`SOURCES`.
     """
 
-    OPTIONS: tuple[str, ...] = ()
     name: str = ""
 
     @abc.abstractmethod

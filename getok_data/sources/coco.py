@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from numbers import Integral
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..types import ErrorRecord, ImageRecord, Target
 from .base import (
+    SOURCES,
     Source,
     check_image_size,
     check_limit,
@@ -97,6 +98,20 @@ def _keypoints(ann: dict, cat: dict | None) -> tuple[list[list[float]] | None, l
     return points, names
 
 
+@dataclass(frozen=True)
+class CocoOptions:
+    annotations: str | None = None  # instances / person-keypoints JSON (required)
+    image_root: str | None = None  # folder of images[].file_name (required)
+    split: str = "train"  # a label for the sample keys; every image of the file is used
+    limit: int | None = None  # first N images by id
+    include_crowd: bool = True  # False leaves iscrowd=1 annotations out, by policy
+
+    def __post_init__(self) -> None:
+        for key in ("annotations", "image_root"):
+            if getattr(self, key) is None:
+                raise ValueError(f"{key}: required for the coco source (--{key.replace('_', '-')})")
+
+
 class CocoSource(Source):
     """One ``ImageRecord`` per image of a COCO JSON, one ``Target`` per annotation.
 
@@ -107,7 +122,6 @@ class CocoSource(Source):
     Images without any annotation (after the crowd policy) are skipped: there is nothing to ground.
     """
 
-    OPTIONS = ("annotations", "image_root", "split", "limit", "include_crowd")
     name = "coco"
 
     def __init__(
@@ -198,3 +212,6 @@ class CocoSource(Source):
             target_id=f"ann{ann_id}", sentences=[name], category=name, mask_rle=rle, box=box,
             ann_id=ann_id, keypoints=keypoints, keypoint_names=keypoint_names,
         ), None
+
+
+SOURCES.register("coco", CocoOptions, lambda o: CocoSource(**asdict(o)))

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..types import ImageRecord, Target
 from .base import (
+    SOURCES,
     Source,
     check_image_size,
     check_limit,
@@ -52,6 +55,21 @@ def _sentences(ref: dict) -> tuple[list[str], list[Any]]:
     return sents, ids
 
 
+@dataclass(frozen=True)
+class ReferOptions:
+    data_root: str | None = None  # holds <dataset>/refs(<split_by>).p and instances.json (required)
+    image_root: str | None = None  # COCO train2014 images (required)
+    split_by: str | None = None  # None: unc for refcoco/refcoco+, umd for refcocog
+    split: str = "all"  # all, or one split value (train, val, testA, ...)
+    limit: int | None = None  # first N images after sorting
+    dataset_dir: str | None = None  # folder under data_root; None: the dataset name
+
+    def __post_init__(self) -> None:
+        for key in ("data_root", "image_root"):
+            if getattr(self, key) is None:
+                raise ValueError(f"{key}: required for REFER sources (--{key.replace('_', '-')})")
+
+
 class ReferSource(Source):
     """A REFER-layout dataset (``refcoco``, ``refcoco+`` or ``refcocog``).
 
@@ -62,8 +80,6 @@ class ReferSource(Source):
     (first N images after sorting), ``dataset_dir`` (folder under data_root, default the
     dataset name).
     """
-
-    OPTIONS = ("data_root", "image_root", "split_by", "split", "limit", "dataset_dir")
 
     def __init__(
         self,
@@ -199,3 +215,11 @@ class ReferSource(Source):
                 box=box, ann_id=ann_id, ref_id=ref_id, sent_ids=sent_ids,
             ))
         return rec
+
+
+def _make(dataset: str, options: ReferOptions) -> ReferSource:
+    return ReferSource(dataset, **asdict(options))
+
+
+for _name in DEFAULT_SPLIT_BY:
+    SOURCES.register(_name, ReferOptions, partial(_make, _name))

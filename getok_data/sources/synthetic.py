@@ -14,7 +14,7 @@ identical bytes and masks.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from numbers import Integral
 from typing import Iterator
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from ..masks import mask_box, mask_to_rle
 from ..types import ImageRecord, Target
-from .base import Source, check_limit
+from .base import SOURCES, Source, check_limit
 
 __all__ = ["SyntheticSource", "DEFAULT_SIZES", "SPLIT_INDEX", "SHAPES", "COLOURS", "IMAGE_SIZES", "GENERATOR_VERSION"]
 
@@ -248,11 +248,17 @@ def generate_image(seed: int, split: str, index: int) -> ImageRecord:
                        targets=targets, image_bytes=png.tobytes(), image_ext="png")
 
 
-class SyntheticSource(Source):
-    """Options: ``split`` (train|val|test|all, default train), ``size`` (images per split; default
-    ``DEFAULT_SIZES[split]``), ``seed`` (int, default 0), ``limit`` (first N images overall)."""
+@dataclass(frozen=True)
+class SyntheticOptions:
+    split: str = "train"  # train | val | test | all
+    size: int | None = None  # images per split; None = DEFAULT_SIZES[split]
+    seed: int = 0  # scene seed
+    limit: int | None = None  # first N images overall
 
-    OPTIONS = ("split", "size", "seed", "limit")
+
+class SyntheticSource(Source):
+    """Rendered scenes with exact masks and sentences (no download); options: :class:`SyntheticOptions`."""
+
     name = "synthetic"
 
     def __init__(self, *, split: str = "train", size: int | None = None, seed: int = 0, limit: int | None = None) -> None:
@@ -286,3 +292,6 @@ class SyntheticSource(Source):
                         return
                     left -= 1
                 yield generate_image(self.seed, split, i)
+
+
+SOURCES.register("synthetic", SyntheticOptions, lambda o: SyntheticSource(**asdict(o)))

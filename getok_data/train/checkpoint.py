@@ -2,13 +2,12 @@
 needed to resume (optimizer, step). Written to a temporary name and renamed."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
-from ..verify import iter_samples
+from ..dataset import Dataset
 from .data import resolve_shards
 from .model import GroundingModel, ModelConfig
 
@@ -41,16 +40,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[GroundingModel, dict]:
 
 def data_grid(spec) -> int:
     """Grid size ``n`` of a build: from its manifest, else from the first sample."""
-    import fsspec
-
     url = resolve_shards(spec)[0]
-    base = url.rsplit("/", 1)[0]
-    fs, root = fsspec.core.url_to_fs(f"{base}/manifest.json")
-    if fs.exists(root):
-        return int(json.loads(fs.cat_file(root))["config"]["grid"]["n"])
-    with fsspec.open(url, "rb") as f:
-        _, members = next(iter_samples(f.read()))
-    return int(json.loads(members["json"])["grid"]["n"])
+    return Dataset(url.rsplit("/", 1)[0]).grid_n()
 
 
 __all__ = ["save_checkpoint", "load_checkpoint", "data_grid"]

@@ -7,9 +7,27 @@ import sys
 import click
 
 
-def _fail(msg: str) -> None:
+def _fail(msg: str, code: int = 2) -> None:
     click.echo(f"error: {msg}", err=True)
-    sys.exit(1)
+    sys.exit(code)
+
+
+def check_inputs(cfg: dict) -> None:
+    """Every input the run will read exists, before any work starts (a missing --val must not
+    surface after ten minutes of training)."""
+    from .data import resolve_shards
+
+    for key in ("train", "val"):
+        spec = cfg["data"].get(key)
+        if spec is None and key == "val":
+            continue
+        try:
+            resolve_shards(spec)
+        except FileNotFoundError:
+            flag = "--data" if key == "train" else "--val"
+            raise FileNotFoundError(f"{flag}: no shards found at {spec}"
+                                    + (" (the default; pass --val DIR, or set data.val: null to skip evaluation)"
+                                       if key == "val" else "")) from None
 
 
 @click.group()
@@ -43,6 +61,7 @@ def sft(config_path, data, val, stage, steps, batch_size, lr, workers, eval_ever
             "data": {"train": data, "val": val, "batch_size": batch_size, "workers": workers}}
     try:
         cfg = load_train_config(SFT_DEFAULTS, config_path, over)
+        check_inputs(cfg)
         result = train_sft(cfg, out, resume=resume, progress=not no_progress)
     except (KeyError, ValueError, FileNotFoundError) as e:
         _fail(str(e))
@@ -78,6 +97,7 @@ def grpo(config_path, stage, init, data, val, steps, prompts, group, lr, kl, eva
             "data": {"train": data, "val": val}}
     try:
         cfg = load_train_config(GRPO_DEFAULTS, config_path, over)
+        check_inputs(cfg)
         result = train_grpo(cfg, init, out, progress=not no_progress)
     except (KeyError, ValueError, FileNotFoundError) as e:
         _fail(str(e))

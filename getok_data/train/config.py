@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 
-from ..config import _drop_none, deep_merge
+from ..config import deep_merge, drop_none as _drop_none
+from ..rewards.table import check_weights, default_weights
 from .model import ModelConfig
 
 DATA: dict[str, Any] = {
@@ -49,9 +50,9 @@ GRPO_DEFAULTS: dict[str, Any] = {
         "adv_eps": 0.25,  # A = (r - mean) / (std + adv_eps): groups whose rewards barely differ get small advantages
         "turn1": "greedy",  # offset stage: the policy's grid answer to refine, greedy (as in eval) | sample
     },
-    "rewards": {
-        "grid": {"format": 1.0, "repetition": 0.5, "mask_iou": 1.0, "box": 1.0, "point": 1.0},
-        "offset": {"format": 1.0, "refine_point": 0.1, "box_gain": 1.0, "mask_gain": 3.0, "noop": 0.5},
+    "rewards": {  # default weights: the table in getok_data/rewards/table.py
+        "grid": default_weights("grid"),
+        "offset": default_weights("offset"),
         "noop_rule": "outside",  # outside: keep-all is penalised only if an anchor lies outside the GT | labels
     },
     "eval": {"every": 0, "limit": 300, "final_limit": None, "refine_rounds": None, "batch_size": 96},  # None: 1 for offset
@@ -71,4 +72,7 @@ def load_train_config(defaults: dict, path: str | Path | None = None, overrides:
         cfg = deep_merge(cfg, _drop_none(overrides))
     if cfg["stage"] not in ("grid", "offset", "both"):
         raise ValueError(f"stage must be grid, offset or both, got {cfg['stage']!r}")
+    if "rewards" in cfg:
+        for stage in ("grid", "offset"):
+            cfg["rewards"][stage] = check_weights(stage, cfg["rewards"][stage])
     return cfg

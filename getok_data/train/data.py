@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -28,9 +27,11 @@ import webdataset as wds
 from braceexpand import braceexpand
 from torch.utils.data import IterableDataset
 
-from ..labelling import STEPS
-from ..shards import load_npz
-from ..tokens import OFFSET_STEPS, Box, Grid, Mask, OffsetGroup, Refinement, encode, parse
+from ..dataset import Dataset, DatasetError, load_npz
+from ..tokens import rules
+from ..tokens import OFFSET_STEPS, Grid, Mask, encode, parse
+from .config import DATA
+from .model import ModelConfig
 from .vocab import SeqVocab
 
 PROMPTS = {
@@ -71,18 +72,15 @@ def resolve_shards(spec: str | list[str]) -> list[str]:
         return list(braceexpand(spec))
     if spec.endswith(".tar"):
         return [spec]
-    fs, root = fsspec.core.url_to_fs(spec)
-    base = spec.rstrip("/")
-    if spec.endswith(".json"):
-        base, root = base.rsplit("/", 1)[0], root.rsplit("/", 1)[0]
-        names = [s["shard"] for s in json.loads(fs.cat_file(fs._strip_protocol(spec)))["shards"]]
-    elif fs.exists(f"{root}/manifest.json"):
-        names = [s["shard"] for s in json.loads(fs.cat_file(f"{root}/manifest.json"))["shards"]]
-    else:
-        names = sorted(p.rsplit("/", 1)[-1] for p in fs.glob(f"{root}/shard-*.tar"))
+    folder = spec.rsplit("/", 1)[0] if spec.endswith(".json") else spec.rstrip("/")
+    try:
+        ds = Dataset(folder)
+        names = ds.shard_names()
+    except DatasetError:
+        names = []
     if not names:
         raise FileNotFoundError(f"no shards found at {spec}")
-    return [f"{base}/{n}" for n in sorted(names)]
+    return [f"{folder}/{n}" for n in names]
 
 
 def _open_shards(src: Iterator[dict]) -> Iterator[dict]:
@@ -113,6 +111,7 @@ class ShardStream(IterableDataset):
     def __init__(self, shards: str | list[str], cfg: dict, stage: str = "grid", shuffle: bool = True,
                  resample: bool = False, with_table: bool = False, seed: int = 0, expand: bool = True):
         self.urls = resolve_shards(shards)
+        cfg = data_options(cfg)
         self.cfg, self.stage, self.shuffle, self.resample = cfg, stage, shuffle, resample
         self.with_table, self.seed, self.expand, self.epoch = with_table, seed, expand, 0
 
@@ -133,12 +132,12 @@ class ShardStream(IterableDataset):
         if not by_shard:
             stages.append(_split_samples)
         if self.shuffle:
-            stages.append(wds.shuffle(int(self.cfg.get("sample_shuffle", 64)), seed=seed))
+            stages.append(wds.shuffle(self.cfg["sample_shuffle"], seed=seed))
         stages.append(wds.map(self._decode))
         if self.expand:
             stages.append(self._examples)
             if self.shuffle:
-                stages.append(wds.shuffle(int(self.cfg.get("shuffle_buffer", 1000)), seed=seed + 1))
+                stages.append(wds.shuffle(self.cfg["shuffle_buffer"], seed=seed + 1))
         return wds.DataPipeline(*stages)
 
     def __iter__(self):
@@ -147,7 +146,7 @@ class ShardStream(IterableDataset):
     def _decode(self, s: dict) -> dict:
         meta = json.loads(s["json"])
         img = cv2.imdecode(np.frombuffer(s[meta["image_ext"]], np.uint8), cv2.IMREAD_COLOR)
-        size = int(self.cfg.get("image_size", 128))
+        size = self.cfg["image_size"]
         img = cv2.resize(img[:, :, ::-1], (size, size), interpolation=cv2.INTER_AREA)
         table = load_npz(s["cand.npz"]) if self.with_table else None
         return {"meta": meta, "image": np.ascontiguousarray(img), "table": table}
@@ -169,7 +168,8 @@ def target_info(meta: dict, t: dict) -> dict:
 def expand_sample(meta: dict, image: np.ndarray, cfg: dict, stage: str, rng: np.random.Generator,
                   table: dict | None = None) -> Iterator[Example]:
     """Examples of one image. ``stage``: grid | offset | both | eval (seg, box and point each)."""
-    weights = cfg.get("tasks", {"seg": 0.6, "box": 0.2, "point": 0.2})
+    cfg = data_options(cfg)
+    weights = cfg["tasks"]
     names = [k for k in ("seg", "box", "point") if weights.get(k, 0) > 0]
     p = np.array([weights[k] for k in names], float)
     for ti, t in enumerate(meta["targets"]):
@@ -185,13 +185,14 @@ def expand_sample(meta: dict, image: np.ndarray, cfg: dict, stage: str, rng: np.
                 if t["tokens"][task] is None:
                     task = "box"  # no seg tokens for this target (see tokens.seg_reason)
                 yield Example(task=task, answer=t["tokens"][task], **base)
-            if stage in ("offset", "both") and rng.random() < float(cfg.get("offset_rate", 1.0)):
+            if stage in ("offset", "both") and rng.random() < cfg["offset_rate"]:
                 prev = offset_prompt(t, info, cfg, rng)
                 yield Example(task="offset", previous=prev, answer=offset_answer(parse(prev, info["n"]), info), **base)
 
 
 def offset_prompt(t: dict, info: dict, cfg: dict, rng: np.random.Generator) -> str:
     """A previous answer to refine: one of the sample's ``refine`` entries or a jittered GT answer."""
+    cfg = data_options(cfg)
     n = info["n"]
     options = [r["prompt"] for r in t["refine"]]
     if t["tokens"]["seg"] is not None:
@@ -201,44 +202,27 @@ def offset_prompt(t: dict, info: dict, cfg: dict, rng: np.random.Generator) -> s
         return choice
     anchors = set()
     for i, j in t["anchors"]:
-        if rng.random() < float(cfg.get("jitter_move", 0.3)):
+        if rng.random() < cfg["jitter_move"]:
             i, j = int(np.clip(i + rng.integers(-1, 2), 0, n - 1)), int(np.clip(j + rng.integers(-1, 2), 0, n - 1))
         anchors.add((i, j))
     x0, y0, x1, y1 = info["box"]
     g = Grid(n, info["width"], info["height"], info["m"])
     (ia, ja), (ib, jb) = g.nearest(x0, y0), g.nearest(x1 - 1e-6, y1 - 1e-6)
-    for _ in range(rng.poisson(float(cfg.get("jitter_extra", 0.7)))):
+    for _ in range(rng.poisson(cfg["jitter_extra"])):
         anchors.add((int(np.clip(rng.integers(ia - 2, ib + 3), 0, n - 1)), int(np.clip(rng.integers(ja - 2, jb + 3), 0, n - 1))))
     # Anchors anywhere (mostly far from the target: <DELETE>), the typical error of a grid answer
     # that grounded part of a distractor; without them the model never learns to delete its own.
-    for _ in range(rng.poisson(float(cfg.get("jitter_far", 0.0)))):
+    for _ in range(rng.poisson(cfg["jitter_far"])):
         anchors.add((int(rng.integers(n)), int(rng.integers(n))))
     return encode(Mask(tuple(sorted(anchors, key=lambda a: (a[1], a[0])))))
 
 
-def box_corner_step(grid: Grid, anchor: tuple[int, int], corner: tuple[float, float]) -> tuple[int, int]:
-    """The step that brings a box corner's anchor closest to the GT corner (labelling's tie order)."""
-    errs = [math.dist(grid.position(*anchor, s), corner) for s in STEPS]
-    return STEPS[int(np.argmin(errs))]
-
-
 def offset_answer(previous: list, info: dict) -> str:
-    """The ``<offset>`` turn that refines any previous answer of a target (FORMAT.md section 5).
-
-    Anchors of ``<seg>``, ``<point>`` and ``<pl>`` take their grid point's labelled offset
-    (``offsets``); box corners take the step that minimises the corner error.
-    """
-    n = info["n"]
-    grid = Grid(n, info["width"], info["height"], info["m"])
-    groups = []
-    for g in previous:
-        if isinstance(g, Box):
-            x0, y0, x1, y1 = info["box"]
-            steps = (box_corner_step(grid, g.top_left, (x0, y0)), box_corner_step(grid, g.bottom_right, (x1, y1)))
-        else:
-            steps = tuple(_label_step(int(info["offsets"][j * n + i])) for i, j in g.anchors)
-        groups.append(OffsetGroup(g.kind, steps))
-    return encode(Refinement(tuple(groups)))
+    """The ``<offset>`` turn that refines any previous answer of a target (FORMAT.md section 5):
+    :func:`getok_data.tokens.rules.offset_answer` with the target's stored offset labels."""
+    offsets = info["offsets"]
+    grid = Grid(info["n"], info["width"], info["height"], info["m"])
+    return rules.offset_answer(previous, grid, lambda k: _label_step(int(offsets[k])), info["box"])
 
 
 def _label_step(o: int):
@@ -276,14 +260,23 @@ def collate(examples: list[Example], vocab: SeqVocab, buckets: int = 4096, max_w
             "examples": examples}
 
 
+def data_options(cfg: dict) -> dict:
+    """A data section completed from the one table of defaults (``train/config.py`` DATA and the
+    model's image and text sizes), so no reader keeps a default of its own."""
+    model = ModelConfig()
+    return {**DATA, "image_size": model.image_size, "text_buckets": model.text_buckets,
+            "max_words": model.max_words, **cfg}
+
+
 def make_loader(shards, cfg: dict, vocab: SeqVocab, stage: str, batch_size: int, workers: int = 1,
                 shuffle: bool = True, with_table: bool = False, seed: int = 0, resample: bool = False):
     """A DataLoader over :class:`ShardStream` examples; returns ``(loader, stream)``."""
+    cfg = data_options(cfg)
     stream = ShardStream(shards, cfg, stage, shuffle=shuffle, with_table=with_table, seed=seed, resample=resample)
     loader = torch.utils.data.DataLoader(
         stream, batch_size=batch_size, num_workers=workers, persistent_workers=False,
-        collate_fn=functools.partial(collate, vocab=vocab, buckets=int(cfg.get("text_buckets", 4096)),
-                                     max_words=int(cfg.get("max_words", 24))),
+        collate_fn=functools.partial(collate, vocab=vocab, buckets=cfg["text_buckets"],
+                                     max_words=cfg["max_words"]),
     )
     return loader, stream
 

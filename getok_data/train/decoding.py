@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..tokens import ParseError, parse
+from ..tokens.rules import anchor_counts, refinement_matches
 from .model import GroundingModel, select_enc
 from .vocab import SeqVocab
 
@@ -21,7 +22,7 @@ MODES = ("strict", "grammar", "none")
 
 def offset_groups(previous: str, n: int) -> list[tuple[str, int]]:
     """(wrapper, anchor count) of each grounding of a previous answer."""
-    return [(g.kind, len(g.anchors)) for g in parse(previous, n)] if previous else []
+    return anchor_counts(parse(previous, n)) if previous else []
 
 
 def allowed(v: SeqVocab, task: str, groups: list[tuple[str, int]], ans: list[int], mode: str,
@@ -148,5 +149,4 @@ def parses(text: str, n: int, task: str, previous: str = "") -> bool:
         return False
     if task != "offset":
         return True
-    want = offset_groups(previous, n)
-    return [(g.kind, len(g.steps)) for g in items[0].groups] == want
+    return refinement_matches(parse(previous, n), items[0]) if previous else not items[0].groups

@@ -16,18 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..tokens.rules import box_iou
+
 XYXY = tuple[float, float, float, float]
-
-
-def box_iou(a: XYXY | None, b: XYXY | None) -> float:
-    """IoU of two ``[x0, y0, x1, y1]`` boxes (0 if either is None or the union is empty)."""
-    if a is None or b is None:
-        return 0.0
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def mask_counts(pred: np.ndarray | None, gt: np.ndarray) -> tuple[int, int]:

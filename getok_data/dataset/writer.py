@@ -1,21 +1,21 @@
-"""Deterministic WebDataset shards: tar and npz bytes that depend only on their content.
+"""Writing a build folder: deterministic tar bytes, canonical JSON, shard + sidecar written atomically.
 
 Tar members get a fixed mtime, uid/gid 0, empty owner names and mode 0644, in the order the
-caller gives (sorted keys, then sorted extensions). ``.npz`` files are zip archives with fixed
-timestamps (``numpy.savez`` stamps the current time). Shards are written under a temporary name
-and renamed when complete; the sidecar ``shard-NNNNNN.json`` is written last.
+caller gives (sorted keys, then sorted extensions). A shard is written under a temporary name
+and renamed when complete; its sidecar ``shard-NNNNNN.json`` (with the sha256) is written last,
+so a sidecar whose checksum agrees proves its shard complete.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tarfile
 from typing import Iterable
 
-from .dataset.names import shard_name, sidecar_name
-from .dataset.table import load_npz, npz_bytes
-from .storage import Storage
+from ..checksums import sha256
+from ..storage import Storage
+from .manifest import ManifestError, parse_sidecar
+from .names import shard_name, sidecar_name
 
 MTIME = 0  # fixed member mtime (1970-01-01) so bytes do not depend on when we ran
 
@@ -44,26 +44,21 @@ def tar_bytes(samples: Iterable[tuple[str, dict[str, bytes]]]) -> bytes:
     return buf.getvalue()
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def write_shard(storage: Storage, index: int, data: bytes, sidecar: dict) -> dict:
     """Write a shard atomically (temp name, rename), then its sidecar with the checksum."""
-    name = shard_name(index)
-    tmp = f"{name}.tmp"
-    storage.write_bytes(tmp, data)
-    storage.rename(tmp, name)
-    sidecar = dict(sidecar, shard=name, sha256=sha256(data), bytes=len(data))
+    sidecar = dict(sidecar, shard=shard_name(index), sha256=sha256(data), bytes=len(data))
+    storage.write_bytes(shard_name(index), data)
     storage.write_bytes(sidecar_name(index), json_bytes(sidecar))
     return sidecar
 
 
-def shard_is_complete(storage: Storage, index: int) -> dict | None:
-    """The sidecar if the shard exists and its checksum agrees; else None."""
+def shard_is_complete(storage: Storage, index: int, config_hash: str) -> dict | None:
+    """The sidecar if shard ``index`` was built with ``config_hash`` and its checksum agrees; else None."""
     try:
-        sidecar = json.loads(storage.read_bytes(sidecar_name(index)))
+        sidecar = parse_sidecar(storage.read_bytes(sidecar_name(index)), sidecar_name(index))
+        if sidecar["config_hash"] != config_hash:
+            return None  # a stale shard of another config: rebuilt, never reused
         data = storage.read_bytes(shard_name(index))
-    except (FileNotFoundError, ValueError):
+    except (FileNotFoundError, ManifestError):
         return None
     return sidecar if sidecar.get("sha256") == sha256(data) else None
