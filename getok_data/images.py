@@ -133,7 +133,7 @@ def decode_full(data: bytes, record: ImageRecord) -> tuple[np.ndarray, str, int 
     except ImageError as e:
         raise ImageError(f"cannot decode image {name}: {e}") from e
     except Exception as e:  # PIL raises many types for corrupt data
-        msg = _ADDRESS.sub("", str(e))
+        msg = _ADDRESS.sub("", str(e)).strip()
         raise ImageError(f"cannot decode image {name}: {type(e).__name__}: {msg}") from e
     ext = FORMAT_EXT.get(fmt or "")
     if ext is None:
