@@ -72,7 +72,7 @@ def make_coco(root: Path) -> Path:
         {"id": 1, "file_name": "good.png"}, {"id": 3, "file_name": "good.png"}, {"id": 3, "file_name": "k.png"},
         {"id": 4, "file_name": "gone\udcff.png"}, {"id": 5, "file_name": "gray16.png"},
         {"id": 6, "file_name": "short.png"}, {"id": 7, "file_name": "good.png", "width": 30000, "height": 30000},
-        {"id": 8, "file_name": "good.png", "width": 4000, "height": 4000}, {"id": 9, "file_name": "tiny.png", "width": 6, "height": 6},
+        {"id": 8, "file_name": "good.png", "width": 9000, "height": 9000}, {"id": 9, "file_name": "tiny.png", "width": 6, "height": 6},
         {"id": 10, "file_name": "rot.jpg"}, {"id": 11, "file_name": "junk.png"},
         # ids that collided as sample keys: 50 / "50", "a.b" / "a/b" / "a-b"
         {"id": 50, "file_name": "k.png"}, {"id": "50", "file_name": "k.png"}, {"id": "a.b", "file_name": "k.png"},
@@ -179,7 +179,7 @@ def test_huge_or_wrong_declared_sizes_are_refused_before_any_mask(built):
     (e,) = _errs(errors, 7)
     assert "30000x30000" in e["reason"] and "MAX_IMAGE_PIXELS" in e["reason"]
     (e,) = _errs(errors, 8)
-    assert e["reason"] == "image good.png is 64x48 but the annotations say 4000x4000"
+    assert e["reason"] == "image good.png is 64x48 but the annotations say 9000x9000"
 
 
 def test_grid_finer_than_the_image_is_quarantined(built):
