@@ -185,3 +185,20 @@ def test_declared_size_is_checked_before_masks_are_decoded(tmp_path):
     tracemalloc.stop()
     assert peak < 40e6  # no 30000x30000 (900 MB) or 9000x9000 (81 MB) mask was made
     assert recs[7].errors and not recs[7].targets and recs[8].errors and not recs[8].targets
+
+
+def test_coco_entries_without_ids_are_quarantined_not_fatal(tmp_path):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").write_bytes(_png(_scene()))
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}, {"file_name": "b.png"}],
+        "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "segmentation": SQUARE},
+                        {"image_id": 1, "category_id": 1, "segmentation": SQUARE}, {"id": 6}],
+        "categories": [{"id": 1, "name": "block"}]}))
+    recs = list(get_source("coco", annotations=ann, image_root=tmp_path / "img").records())
+    assert [r.image_id for r in recs] == [1, None]
+    assert [t.ann_id for t in recs[0].targets] == [5]
+    assert [e.reason for e in recs[0].errors] == ["annotations[1] lacks an int/str 'id' or 'image_id'"]
+    assert sorted(e.reason for e in recs[1].errors) == [
+        "annotations[2] lacks an int/str 'id' or 'image_id'", "images[1] has no int/str 'id'"]

@@ -41,6 +41,8 @@ class CocoIndex:
     dup_images: dict[Any, int] = field(default_factory=dict)
     dup_anns: dict[Any, int] = field(default_factory=dict)
     dup_cats: dict[Any, int] = field(default_factory=dict)
+    #: entries without a usable id, as reasons under their image id (None: no image to name)
+    unattached: dict[Any, list[str]] = field(default_factory=lambda: defaultdict(list))
 
     def category_name(self, cat_id: Any) -> str | None:
         if cat_id in self.dup_cats:
@@ -79,9 +81,9 @@ def load_instances(path: str | Path) -> CocoIndex:
     """Read a COCO JSON (instances or person keypoints) and index images, anns and categories.
 
     Raises ``ValueError`` naming the file when the top-level structure is not COCO-like
-    (missing lists, entries without a usable ``id``). Duplicate image, annotation or category
-    ids are not fatal: they are counted in ``dup_*`` and the sources quarantine exactly the
-    records that carry them.
+    (not a JSON object, missing lists). Duplicate image, annotation or category ids and entries
+    without a usable ``id`` are not fatal: they are kept in ``dup_*`` / ``unattached`` and the
+    sources quarantine exactly the records that carry them.
     """
     p = str(path)
     with open(p, "rb") as f:
@@ -102,14 +104,20 @@ def load_instances(path: str | Path) -> CocoIndex:
                                      ("category", cats, index.cats, index.dup_cats)):
         for i, item in enumerate(items):
             if not isinstance(item, dict) or not _hashable_id(item.get("id")):
-                raise ValueError(f"{p}: {kind} #{i} has no int/str 'id'")
+                # unusable, but recorded (a category without an id shows up as the unknown
+                # category_id of the annotations that name it)
+                if kind == "image":
+                    index.unattached[None].append(f"images[{i}] has no int/str 'id'")
+                continue
             if item["id"] in table:
                 dups[item["id"]] = dups.get(item["id"], 1) + 1
                 continue
             table[item["id"]] = item
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict) or not _hashable_id(ann.get("id")) or not _hashable_id(ann.get("image_id")):
-            raise ValueError(f"{p}: annotation #{i} lacks an int/str 'id' or 'image_id'")
+            image_id = ann.get("image_id") if isinstance(ann, dict) and _hashable_id(ann.get("image_id")) else None
+            index.unattached[image_id].append(f"annotations[{i}] lacks an int/str 'id' or 'image_id'")
+            continue
         if ann["id"] in index.anns:
             index.dup_anns[ann["id"]] = index.dup_anns.get(ann["id"], 1) + 1
         else:
@@ -187,11 +195,19 @@ class CocoSource(Source):
             if any(self.include_crowd or not a.get("iscrowd") for a in anns) or i in index.dup_images
         ]
         usable += [i for i in index.dup_images if i not in index.img_to_anns]  # recorded, never silent
+        have = set(usable)
+        usable += [i for i in index.unattached if i not in have and i is not None]
         usable.sort(key=id_sort_key)
         if self.limit is not None:
             usable = usable[: self.limit]
+        if index.unattached.get(None):  # entries that name no image: one record holds their reasons
+            usable.append(None)
         for image_id in usable:
-            yield self._record(index, image_id)
+            rec = self._record(index, image_id) if image_id is not None else ImageRecord(
+                source=self.name, split=self.split, image_id=None, width=0, height=0, targets=[])
+            rec.errors += [source_error(self.name, self.split, image_id, r, detail=f"in {index.name}")
+                           for r in index.unattached.get(image_id, [])]
+            yield rec
 
     def _record(self, index: CocoIndex, image_id: Any) -> ImageRecord:
         err = lambda reason, **kw: source_error(self.name, self.split, image_id, reason, **kw)  # noqa: E731
