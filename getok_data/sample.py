@@ -47,7 +47,9 @@ def prepare(record: ImageRecord) -> Prepared:
     p = Prepared(record, errors=[e if e.detail or e.ann_id is not None or e.ref_id is not None or not lost
                                  else replace(e, detail=lost) for e in record.errors])
     if record.image_path is None and record.image_bytes is None:
-        if not any(e.ann_id is None and e.ref_id is None for e in record.errors):
+        # explained already by an image-level error, or (no targets) by its target-level ones
+        if not any(e.ann_id is None and e.ref_id is None for e in record.errors) \
+                and (record.targets or not record.errors):
             p.errors.append(_image_error(record, "no image for this record", "read"))
         return p
     if not record.targets:

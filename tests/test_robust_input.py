@@ -207,3 +207,40 @@ def test_errors_jsonl_is_byte_identical_wherever_the_data_lives(built, tmp_path)
     assert b" at 0x" not in text and str(root).encode() not in text
     (e,) = _errs(errors, 11)
     assert e["reason"] == "cannot decode image junk.png: UnidentifiedImageError: cannot identify image file"
+
+
+def test_refer_build_quarantines_bad_refs_and_refuses_symlinked_files(tmp_path):
+    import os
+    import pickle
+    data = tmp_path / "D"
+    (data / "refcoco").mkdir(parents=True)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").write_bytes(_png(_scene()))
+    anns = [{"id": 11, "image_id": 1, "category_id": 1, "segmentation": SQUARE},
+            {"id": 12, "image_id": 1, "category_id": 1, "segmentation": SQUARE},
+            {"id": 12, "image_id": 1, "category_id": 1, "segmentation": SQUARE}]
+    (data / "refcoco" / "instances.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": W, "height": H}], "annotations": anns,
+        "categories": [{"id": 1, "name": "block"}]}))
+
+    def ref(ref_id, ann_id, text):
+        return {"ref_id": ref_id, "ann_id": ann_id, "image_id": 1, "split": "train",
+                "sentences": [{"raw": text, "sent_id": ref_id}]}
+    refs = [ref(1, 11, "the red block"), ref(2, 11, "bad \udcff text"), ref(3, 12, "dup ann"),
+            {k: v for k, v in ref(4, 11, "x").items() if k != "ann_id"}]
+    (data / "refcoco" / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
+    args = ["build", "--src", "refcoco", "--image-root", str(tmp_path / "img"), "--grid", "8",
+            "--segmenter", "superpixel", "--max-error-rate", "1", "--no-progress"]
+    res = CliRunner().invoke(cli, [*args, "--data-root", str(data), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    errors = {e["ref_id"]: e["reason"] for e in map(json.loads, (tmp_path / "o" / "errors.jsonl").read_text().splitlines())}
+    assert "not valid Unicode" in errors[2] and errors[3].startswith("duplicate annotation id 12")
+    assert errors[4] == "ref #3 lacks REFER key(s) ['ann_id']" and set(errors) == {2, 3, 4}
+    (s,) = samples(tmp_path / "o").values()
+    assert [t["ref_id"] for t in json.loads(s["json"])["targets"]] == [1]
+    # the same files reached through symlinks from another --data-root: refused, one line
+    (tmp_path / "L" / "refcoco").mkdir(parents=True)
+    for name in ("instances.json", "refs(unc).p"):
+        os.symlink(data / "refcoco" / name, tmp_path / "L" / "refcoco" / name)
+    res = CliRunner().invoke(cli, [*args, "--data-root", str(tmp_path / "L"), "--out", str(tmp_path / "o2")])
+    assert res.exit_code != 0 and "outside" in res.output and "Traceback" not in res.output
