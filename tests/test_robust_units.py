@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_robust_input import SQUARE, _png, _scene, short_png
 
 from getok_data.config import load_config
 from getok_data.images import ImageError, decode_full
@@ -20,8 +21,6 @@ from getok_data.shards import json_bytes
 from getok_data.sources import UnsafePickleError, get_source, safe_load
 from getok_data.sources.base import Source
 from getok_data.types import ErrorRecord, ImageRecord, Target, sample_key
-
-from test_robust_input import SQUARE, _png, _scene, short_png  # noqa: E402  (same folder)
 
 
 def test_keys_unique_by_construction_and_unchanged_for_plain_ids():
