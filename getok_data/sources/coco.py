@@ -172,6 +172,8 @@ class CocoSource(Source):
             raise FileNotFoundError(f"image root is not a folder: {self.image_root}")
         if not isinstance(split, str) or not split:
             raise ValueError(f"split must be a non-empty string, got {split!r}")
+        if text_problem(split, "split"):
+            raise ValueError(text_problem(split, "split"))
         self.split = split
         self.limit = check_limit(limit)
         self.include_crowd = bool(include_crowd)
