@@ -8,6 +8,13 @@ The original files were written by Python 2 ``cPickle``: their ``str`` values ar
 that the default ASCII decoding may reject. On ``UnicodeDecodeError`` the file is re-read with
 ``encoding="bytes"`` and every bytes value is decoded as UTF-8, falling back to latin-1 per
 string (plain ``encoding="latin1"`` would turn UTF-8 text into mojibake).
+
+What a small file can cost is bounded: the pure-Python unpickler is used (its memo is a dict;
+the C one allocates an array as long as the largest memo index), and the loaded object is
+walked as a tree with a node budget linear in the file size, a depth cap and a cycle check, so
+a shared-reference pickle that doubles per level, or one that holds itself, is refused with
+``UnsafePickleError``. The price: loading is a few times slower than the C unpickler (about
+1 s per 3 MB of refs on one core).
 """
 from __future__ import annotations
 
