@@ -13,8 +13,8 @@ What a small file can cost is bounded: the pure-Python unpickler is used (its me
 the C one allocates an array as long as the largest memo index), and the loaded object is
 walked as a tree with a node budget linear in the file size, a depth cap and a cycle check, so
 a shared-reference pickle that doubles per level, or one that holds itself, is refused with
-``UnsafePickleError``. The price: loading is a few times slower than the C unpickler (about
-1 s per 3 MB of refs on one core).
+``UnsafePickleError``. The price: loading takes about twice as long as with the C unpickler
+(measured on an 8 MB refs file: 5.4 s against 2.9 s on a busy machine).
 """
 from __future__ import annotations
 
