@@ -29,7 +29,7 @@ def bare(urls: list[str], size: int) -> int:
     n = 0
     for s in wds.WebDataset(urls, shardshuffle=False):
         meta = json.loads(s["json"])
-        img = cv2.imdecode(np.frombuffer(s[meta["image_ext"]], np.uint8), cv2.IMREAD_COLOR)
+        img = cv2.imdecode(np.frombuffer(s[meta["image_ext"]], np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         cv2.resize(img[:, :, ::-1], (size, size), interpolation=cv2.INTER_AREA)
         n += sum(len(t["sentences"]) for t in meta["targets"])
     return n

@@ -49,7 +49,7 @@ def table_decoder_error(val: str, shards: int | None = None) -> dict:
     for url in resolve_shards(str(ROOT / val))[:shards]:
         for _, m in iter_samples(open(url, "rb").read()):
             meta = json.loads(m["json"])
-            img = cv2.imdecode(np.frombuffer(m[meta["image_ext"]], np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+            img = cv2.imdecode(np.frombuffer(m[meta["image_ext"]], np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)[:, :, ::-1]
             if meta["segmenter"]["name"] != "superpixel":
                 raise SystemExit("the table-decoder check needs a superpixel build")
             lab = seg.labels(img)

@@ -135,11 +135,13 @@ def _polygons_to_mask(parts: list, h: int, w: int) -> np.ndarray:
             raise ValueError(f"polygon part {i} holds non-finite coordinates")
         if any(abs(v) > limit for v in vals):
             raise ValueError(f"polygon part {i} has coordinates far outside the {h}x{w} image")
-        if len(vals) < 6 or len(vals) % 2:
-            continue  # fewer than 3 points (or an odd count): dropped, as LISA/GRES do
+        if len(vals) % 2:
+            raise ValueError(f"malformed polygon: part {i} of {len(parts)} has an odd number of "
+                             f"coordinates ({len(vals)}), so its points cannot be paired")
+        if len(vals) < 6:  # a point or a segment: never silently dropped from a multi-part mask
+            raise ValueError(f"degenerate polygon: part {i} of {len(parts)} has {len(vals) // 2} point(s), "
+                             "fewer than 3")
         clean.append(vals)
-    if not clean:
-        raise ValueError("degenerate polygon: no part has at least 3 points")
     merged = mask_utils.merge(mask_utils.frPyObjects(clean, h, w))
     return _counts_to_mask(_string_counts(merged["counts"]), h, w)
 
@@ -147,8 +149,9 @@ def _polygons_to_mask(parts: list, h: int, w: int) -> np.ndarray:
 def segmentation_to_mask(seg: Any, h: int, w: int) -> np.ndarray:
     """Decode a COCO/REFER segmentation into a boolean ``[h, w]`` mask.
 
-    Accepts polygon lists (``[[x1, y1, x2, y2, ...], ...]``; parts with fewer than 3 points
-    are dropped), an uncompressed RLE dict (``counts`` a list of ints, column-major), a
+    Accepts polygon lists (``[[x1, y1, x2, y2, ...], ...]``; a part with an odd number of
+    coordinates or fewer than 3 points raises, so the target is quarantined with the part named,
+    never built from the remaining parts), an uncompressed RLE dict (``counts`` a list of ints, column-major), a
     compressed RLE dict (``counts`` str or bytes), or a list of RLE dicts (their union).
     An RLE ``size`` may be a string such as ``'[864, 900]'``. Overlapping parts are unioned,
     never summed. Raises ``ValueError`` for malformed input and for an RLE whose size is not

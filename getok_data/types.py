@@ -5,6 +5,7 @@ Plain dataclasses (no Ray, no torch) so every stage and every runner can share t
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from numbers import Integral, Real
 from typing import Any
 
 
@@ -25,7 +26,22 @@ class ErrorRecord:
     detail: str = ""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready and total: a lone surrogate (``\\udcff`` from a surrogateescape-decoded name)
+        is written as its ``\\uXXXX`` escape and an id of an odd type as its ``repr``, so one bad
+        string can never stop ``errors.jsonl`` or a sidecar from being written."""
+        return {k: _json_safe(v) for k, v in asdict(self).items()}
+
+
+def _json_safe(v: Any) -> Any:
+    if v is None or isinstance(v, bool):
+        return v
+    if isinstance(v, str):
+        return v.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(v, Integral):
+        return int(v)
+    if isinstance(v, Real):
+        return float(v)
+    return _json_safe(repr(v))
 
 
 @dataclass
@@ -64,13 +80,45 @@ class ImageRecord:
     image_bytes: bytes | None = None
     image_ext: str = "jpg"  # member extension for the original bytes: jpg or png
     errors: list[ErrorRecord] = field(default_factory=list)
+    #: The image's file name as the annotations give it (relative to the image root), used in
+    #: quarantine reasons so errors.jsonl does not depend on where the data lives.
+    image_name: str | None = None
 
     @property
     def key(self) -> str:
         return sample_key(self.source, self.split, self.image_id)
 
 
+_KEEP = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def _escape(text: str, keep: frozenset[str]) -> str:
+    """Injective: kept characters pass through, any other becomes ``-<hex code point>-``."""
+    return "".join(c if c in keep else f"-{ord(c):x}-" for c in text)
+
+
+def key_part(image_id: Any) -> str:
+    """The image-id part of a sample key, injective over ints and strings.
+
+    ``int`` -> its decimal form (``-`` for negatives); a ``str`` of ``[A-Za-z0-9_]`` -> itself,
+    except one that is the decimal form of an int (``"50"``), whose first character is escaped so
+    it cannot meet the int 50; every other character -> ``-<hex>-`` (``"a.b"`` -> ``a-2e-b``,
+    ``"a-b"`` -> ``a-2d-b``). A string's part has an even number of ``-``, a negative int's one.
+    """
+    if isinstance(image_id, Integral) and not isinstance(image_id, bool):
+        return str(int(image_id))
+    if isinstance(image_id, str):
+        text = _escape(image_id, _KEEP | {"_"})
+        if image_id.isascii() and image_id.isdigit() and str(int(image_id)) == image_id:
+            text = f"-{ord(image_id[0]):x}-{image_id[1:]}"
+        return text
+    return f"-t{_escape(type(image_id).__name__, _KEEP)}-{_escape(repr(image_id), _KEEP)}"
+
+
 def sample_key(source: str, split: str, image_id: Any) -> str:
-    """WebDataset key ``{source}_{split}_{image_id}`` using only [A-Za-z0-9_-]."""
-    raw = f"{source}_{split}_{image_id}".replace("+", "plus")
-    return "".join(c if (c.isascii() and (c.isalnum() or c in "-_")) else "-" for c in raw)
+    """WebDataset key ``{source}_{split}_{image_id}`` using only [A-Za-z0-9_-], unique by
+    construction for one source: the split is escaped so it holds no ``_`` (``+`` in a source
+    name is written ``plus``), and the id part is injective (:func:`key_part`). Keys of int ids
+    and of ``[A-Za-z0-9_]`` string ids under plain split names are as they always were."""
+    src = _escape(str(source).replace("+", "plus"), _KEEP | {"_", "-"})
+    return f"{src}_{_escape(str(split), _KEEP)}_{key_part(image_id)}"

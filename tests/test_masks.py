@@ -31,9 +31,13 @@ def test_multi_polygon_is_a_union_not_a_sum():
     assert twice.sum() == 16 + 16 - 4  # overlap counted once
 
 
-def test_degenerate_parts_are_dropped_and_all_degenerate_raises():
+def test_a_degenerate_or_odd_part_is_an_error_naming_the_part_not_a_silent_drop():
     good = [1, 1, 5, 1, 5, 5, 1, 5]
-    assert (segmentation_to_mask([good, [1, 2, 3, 4]], 8, 8) == segmentation_to_mask([good], 8, 8)).all()
+    assert segmentation_to_mask([good], 8, 8).sum() == 16
+    with pytest.raises(ValueError, match=r"degenerate polygon: part 1 of 2 has 2 point\(s\)"):
+        segmentation_to_mask([good, [1, 2, 3, 4]], 8, 8)
+    with pytest.raises(ValueError, match=r"malformed polygon: part 1 of 2 has an odd number of coordinates \(7\)"):
+        segmentation_to_mask([good, [1, 1, 6, 1, 6, 6, 2]], 8, 8)
     with pytest.raises(ValueError, match="degenerate polygon"):
         segmentation_to_mask([[1, 2, 3, 4], [5, 6]], 8, 8)
 

@@ -49,7 +49,8 @@ def test_mmdet_excerpt_missing_images_and_crowd_policy(fixture_path, tmp_path):
     assert [r.image_id for r in recs] == [139, 255917]
     for r in recs:
         assert r.image_path is None and [e.ann_id for e in r.errors] == [None]
-        assert r.errors[0].reason == f"missing image file: {tmp_path / f'{r.image_id:012d}.jpg'}"
+        # named as the annotations give it, so errors.jsonl does not depend on the machine
+        assert r.errors[0].reason == f"missing image file: {r.image_id:012d}.jpg (under --image-root)"
     crowd = next(t for t in recs[1].targets if t.ann_id == 900300255917)
     assert crowd.category == "car" and rle_to_mask(crowd.mask_rle).sum() == 3386
     no_crowd = list(get_source("coco", annotations=ann, image_root=tmp_path, include_crowd=False).records())

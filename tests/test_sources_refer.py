@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from getok_data.masks import rle_to_mask
 from getok_data.sources import UnsafePickleError, get_source, safe_load
@@ -81,7 +82,8 @@ def refer_tree(fixture_path, tmp_path):
     outside = data_root / "images/mscoco/images/secret.jpg"  # a real file just outside image_root
     shutil.copy(jpg, outside)
     (image_root / "link.jpg").symlink_to(outside)
-    shutil.copy(jpg, image_root / "COCO_train2014_000000255917.jpg")  # crowd's image (427x640)
+    with Image.open(jpg) as im:  # crowd's image: the sources check the header's size (427x640)
+        im.resize((640, 427)).save(image_root / "COCO_train2014_000000255917.jpg", quality=90)
     coco["images"] += [
         {"id": 255917, "file_name": "COCO_train2014_000000255917.jpg", "height": 427, "width": 640},
         {"id": 901, "file_name": "../secret.jpg", "height": 425, "width": 640},

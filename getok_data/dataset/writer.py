@@ -20,9 +20,16 @@ from .names import shard_name, sidecar_name
 MTIME = 0  # fixed member mtime (1970-01-01) so bytes do not depend on when we ran
 
 
-def json_bytes(obj) -> bytes:
-    """Canonical JSON: sorted keys, compact, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+def json_bytes(obj, strict: bool = False) -> bytes:
+    """Canonical JSON: sorted keys, compact, UTF-8.
+
+    A lone surrogate (text that is not valid Unicode, so not encodable as UTF-8) is written as
+    its JSON escape ``\\udcff`` so sidecars and ``errors.jsonl`` can always be written; with
+    ``strict`` (sample members) it raises ``UnicodeEncodeError`` instead. Valid text gives the
+    same bytes either way.
+    """
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "strict" if strict else "backslashreplace")
 
 
 def tar_bytes(samples: Iterable[tuple[str, dict[str, bytes]]]) -> bytes:

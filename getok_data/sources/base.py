@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import abc
+import functools
 import os
 from numbers import Integral
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
+from PIL import Image
 
+from ..images import header_size
 from ..masks import mask_box, mask_to_rle, segmentation_to_mask
 from ..registry import Registry
 from ..types import ErrorRecord, ImageRecord
@@ -20,6 +23,9 @@ __all__ = [
     "id_sort_key",
     "record_sort_key",
     "check_image_size",
+    "check_header_size",
+    "check_inside",
+    "text_problem",
     "check_limit",
     "resolve_image_path",
     "decode_target_mask",
@@ -31,16 +37,57 @@ SOURCES = Registry("source")
 
 #: Largest width/height accepted from annotation JSON (guards against absurd allocations).
 MAX_IMAGE_SIDE = 1 << 15
+#: Largest width*height accepted from annotation JSON: PIL's own decompression-bomb limit, read
+#: when checked (a user who raises ``PIL.Image.MAX_IMAGE_PIXELS`` raises this too).
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+
+
+def max_image_pixels() -> int:
+    return int(Image.MAX_IMAGE_PIXELS or DEFAULT_MAX_IMAGE_PIXELS)
+
+
+def _unique_keys(records: Callable[..., Iterator[ImageRecord]]) -> Callable[..., Iterator[ImageRecord]]:
+    """Wrap a ``records()`` so a second record with an already-yielded sample key is refused:
+    it becomes an image-level quarantine record (no image, no targets), never a second member."""
+
+    @functools.wraps(records)
+    def checked(self: "Source", *args: Any, **kwargs: Any) -> Iterator[ImageRecord]:
+        seen: set[str] = set()
+        for rec in records(self, *args, **kwargs):
+            key = rec.key
+            if key not in seen:
+                seen.add(key)
+                yield rec
+                continue
+            lost = len(rec.targets)
+            yield ImageRecord(
+                source=rec.source, split=rec.split, image_id=rec.image_id, width=0, height=0, targets=[],
+                errors=[source_error(rec.source, rec.split, rec.image_id,
+                                     f"duplicate sample key {key}: split {rec.split!r}, image_id "
+                                     f"{rec.image_id!r} was already yielded; this record is refused",
+                                     detail=f"{lost} target(s) of this record not built" if lost else "")])
+
+    checked._checks_keys = True  # type: ignore[attr-defined]
+    return checked
 
 
 class Source(abc.ABC):
     """A grounding source: yields one ``ImageRecord`` per (split, image), sorted by (split, image_id).
 
     Each source module declares a frozen options dataclass beside its class and registers both
-    in :data:`SOURCES`.
+    in :data:`SOURCES`. Every subclass's
+    ``records()`` is wrapped so sample keys are unique within one source: a record whose key was
+    already yielded is quarantined (``duplicate sample key``), never written twice.
     """
 
     name: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("records")
+        if own is not None and not getattr(own, "_checks_keys", False) \
+                and not getattr(own, "__isabstractmethod__", False):
+            cls.records = _unique_keys(own)  # type: ignore[method-assign]
 
     @abc.abstractmethod
     def records(self) -> Iterator[ImageRecord]:
@@ -73,10 +120,49 @@ def check_limit(limit: Any) -> int | None:
 
 
 def check_image_size(width: Any, height: Any) -> str | None:
-    """None when width/height are positive ints within ``MAX_IMAGE_SIDE``; else a reason."""
+    """None when width/height are positive ints within ``MAX_IMAGE_SIDE`` and their product
+    within PIL's ``MAX_IMAGE_PIXELS``; else a reason (checked before any mask is decoded)."""
     for v in (width, height):
         if isinstance(v, bool) or not isinstance(v, Integral) or not 0 < v <= MAX_IMAGE_SIDE:
             return f"invalid image size in annotations: width={width!r}, height={height!r}"
+    if int(width) * int(height) > max_image_pixels():
+        return (f"image size {width}x{height} in annotations is above the {max_image_pixels()}-pixel "
+                "limit (PIL.Image.MAX_IMAGE_PIXELS)")
+    return None
+
+
+def check_header_size(path: str | None, name: str, width: int, height: int) -> str | None:
+    """A reason when the image file's header says another size than the annotations (read from
+    the header only, before any mask is decoded at the declared size); None otherwise, also
+    when the header is unreadable (the read stage then reports why)."""
+    if path is None:
+        return None
+    real = header_size(path)
+    if real is None or real == (width, height):
+        return None
+    return f"image {name} is {real[0]}x{real[1]} but the annotations say {width}x{height}"
+
+
+def check_inside(root: Path, path: Path, what: str) -> None:
+    """Refuse ``path`` when it (or a symlink on the way) resolves outside ``root``."""
+    real, top = Path(path).resolve(), Path(root).resolve()
+    if real != top and top not in real.parents:
+        raise ValueError(f"{what} {path} resolves to {real}, outside {root}; refusing to read it")
+
+
+def text_problem(text: Any, what: str) -> str | None:
+    """A reason when ``text`` is a str that is not valid Unicode (a lone surrogate such as
+    ``\\udcff``, left by surrogateescape decoding or a JSON ``\\udcXX`` escape); else None.
+
+    Such text cannot be written as UTF-8, so the target (or image) holding it is quarantined
+    rather than repaired: a guess at the intended characters would be silently wrong.
+    """
+    if not isinstance(text, str):
+        return None
+    for k, c in enumerate(text):
+        if "\ud800" <= c <= "\udfff":
+            shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
+            return f"{what} is not valid Unicode (lone surrogate U+{ord(c):04X} at {k}): {shown!r}"
     return None
 
 
@@ -84,7 +170,8 @@ def resolve_image_path(image_root: Path, file_name: Any) -> tuple[str | None, st
     """Resolve ``image_root / file_name`` safely: ``(path, None)`` or ``(None, reason)``.
 
     Refuses absolute names, ``..`` components and symlinks that resolve outside ``image_root``;
-    a name that stays inside but does not exist gives ``"missing image file: <path>"``.
+    a name that stays inside but does not exist gives ``"missing image file: <file_name> ..."``
+    (the name as given, so reasons do not depend on where the data lives).
     Only ``stat``-level checks are made: the file is never opened.
     """
     if not isinstance(file_name, str) or not file_name or "\x00" in file_name:
@@ -96,12 +183,14 @@ def resolve_image_path(image_root: Path, file_name: Any) -> tuple[str | None, st
     candidate = root / rel
     try:
         resolved = candidate.resolve()
-    except (OSError, RuntimeError):  # symlink loops and the like
+        inside = resolved == root or root in resolved.parents
+        exists = inside and resolved.is_file()
+    except (OSError, RuntimeError, ValueError):  # symlink loops, names the OS cannot encode
         return None, f"image path cannot be resolved: {file_name}"
-    if resolved != root and root not in resolved.parents:
+    if not inside:
         return None, f"image path escapes --image-root: {file_name}"
-    if not resolved.is_file():
-        return None, f"missing image file: {candidate}"
+    if not exists:
+        return None, f"missing image file: {file_name} (under --image-root)"
     return str(resolved), None
 
 

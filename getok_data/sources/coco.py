@@ -15,12 +15,14 @@ from ..types import ErrorRecord, ImageRecord, Target
 from .base import (
     SOURCES,
     Source,
+    check_header_size,
     check_image_size,
     check_limit,
     decode_target_mask,
     id_sort_key,
     resolve_image_path,
     source_error,
+    text_problem,
 )
 
 __all__ = ["CocoIndex", "load_instances", "CocoSource"]
@@ -35,11 +37,41 @@ class CocoIndex:
     anns: dict[Any, dict] = field(default_factory=dict)
     img_to_anns: dict[Any, list[dict]] = field(default_factory=lambda: defaultdict(list))
     cats: dict[Any, dict] = field(default_factory=dict)
+    #: ids that occur more than once (id -> number of entries): those records are quarantined,
+    #: the rest of the file is used.
+    dup_images: dict[Any, int] = field(default_factory=dict)
+    dup_anns: dict[Any, int] = field(default_factory=dict)
+    dup_cats: dict[Any, int] = field(default_factory=dict)
+    #: entries without a usable id, as reasons under their image id (None: no image to name)
+    unattached: dict[Any, list[str]] = field(default_factory=lambda: defaultdict(list))
 
     def category_name(self, cat_id: Any) -> str | None:
+        if cat_id in self.dup_cats:
+            return None
         cat = self.cats.get(cat_id)
         name = cat.get("name") if cat else None
         return name if isinstance(name, str) and name.strip() else None
+
+    def image_problem(self, image_id: Any) -> str | None:
+        n = self.dup_images.get(image_id)
+        return f"duplicate image id {image_id!r}: {n} entries in images[] of {self.name}" if n else None
+
+    def ann_problem(self, ann_id: Any) -> str | None:
+        n = self.dup_anns.get(ann_id)
+        return f"duplicate annotation id {ann_id!r}: {n} entries in annotations[] of {self.name}" if n else None
+
+    def category_problem(self, cat_id: Any) -> str | None:
+        """Why ``category_id`` gives no name (None when it does)."""
+        n = self.dup_cats.get(cat_id)
+        if n:
+            return f"duplicate category id {cat_id!r}: {n} entries in categories[] of {self.name}"
+        if self.category_name(cat_id) is None:
+            return f"unknown category_id {cat_id!r}"
+        return text_problem(self.category_name(cat_id), f"category name of id {cat_id!r}")
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
 
 
 def _hashable_id(v: Any) -> bool:
@@ -50,7 +82,9 @@ def load_instances(path: str | Path) -> CocoIndex:
     """Read a COCO JSON (instances or person keypoints) and index images, anns and categories.
 
     Raises ``ValueError`` naming the file when the top-level structure is not COCO-like
-    (missing lists, entries without a usable ``id``, duplicate image ids).
+    (not a JSON object, missing lists). Duplicate image, annotation or category ids and entries
+    without a usable ``id`` are not fatal: they are kept in ``dup_*`` / ``unattached`` and the
+    sources quarantine exactly the records that carry them.
     """
     p = str(path)
     with open(p, "rb") as f:
@@ -67,19 +101,28 @@ def load_instances(path: str | Path) -> CocoIndex:
     cats = data.get("categories", [])
     if not isinstance(cats, list):
         raise ValueError(f"{p}: 'categories' must be a list")
-    for kind, items, table in (("image", data["images"], index.images), ("category", cats, index.cats)):
+    for kind, items, table, dups in (("image", data["images"], index.images, index.dup_images),
+                                     ("category", cats, index.cats, index.dup_cats)):
         for i, item in enumerate(items):
             if not isinstance(item, dict) or not _hashable_id(item.get("id")):
-                raise ValueError(f"{p}: {kind} #{i} has no int/str 'id'")
+                # unusable, but recorded (a category without an id shows up as the unknown
+                # category_id of the annotations that name it)
+                if kind == "image":
+                    index.unattached[None].append(f"images[{i}] has no int/str 'id'")
+                continue
             if item["id"] in table:
-                raise ValueError(f"{p}: duplicate {kind} id {item['id']!r}")
+                dups[item["id"]] = dups.get(item["id"], 1) + 1
+                continue
             table[item["id"]] = item
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict) or not _hashable_id(ann.get("id")) or not _hashable_id(ann.get("image_id")):
-            raise ValueError(f"{p}: annotation #{i} lacks an int/str 'id' or 'image_id'")
+            image_id = ann.get("image_id") if isinstance(ann, dict) and _hashable_id(ann.get("image_id")) else None
+            index.unattached[image_id].append(f"annotations[{i}] lacks an int/str 'id' or 'image_id'")
+            continue
         if ann["id"] in index.anns:
-            raise ValueError(f"{p}: duplicate annotation id {ann['id']!r}")
-        index.anns[ann["id"]] = ann
+            index.dup_anns[ann["id"]] = index.dup_anns.get(ann["id"], 1) + 1
+        else:
+            index.anns[ann["id"]] = ann
         index.img_to_anns[ann["image_id"]].append(ann)
     return index
 
@@ -143,6 +186,8 @@ class CocoSource(Source):
             raise FileNotFoundError(f"image root is not a folder: {self.image_root}")
         if not isinstance(split, str) or not split:
             raise ValueError(f"split must be a non-empty string, got {split!r}")
+        if text_problem(split, "split"):
+            raise ValueError(text_problem(split, "split"))
         self.split = split
         self.limit = check_limit(limit)
         self.include_crowd = bool(include_crowd)
@@ -163,13 +208,22 @@ class CocoSource(Source):
         # missing from images[] (those become image-level errors, never vanish).
         usable = [
             i for i, anns in index.img_to_anns.items()
-            if any(self.include_crowd or not a.get("iscrowd") for a in anns)
+            if any(self.include_crowd or not a.get("iscrowd") for a in anns) or i in index.dup_images
         ]
+        usable += [i for i in index.dup_images if i not in index.img_to_anns]  # recorded, never silent
+        have = set(usable)
+        usable += [i for i in index.unattached if i not in have and i is not None]
         usable.sort(key=id_sort_key)
         if self.limit is not None:
             usable = usable[: self.limit]
+        if index.unattached.get(None):  # entries that name no image: one record holds their reasons
+            usable.append(None)
         for image_id in usable:
-            yield self._record(index, image_id)
+            rec = self._record(index, image_id) if image_id is not None else ImageRecord(
+                source=self.name, split=self.split, image_id=None, width=0, height=0, targets=[])
+            rec.errors += [source_error(self.name, self.split, image_id, r, detail=f"in {index.name}")
+                           for r in index.unattached.get(image_id, [])]
+            yield rec
 
     def _record(self, index: CocoIndex, image_id: Any) -> ImageRecord:
         err = lambda reason, **kw: source_error(self.name, self.split, image_id, reason, **kw)  # noqa: E731
@@ -180,15 +234,23 @@ class CocoSource(Source):
             ids = ", ".join(str(a["id"]) for a in anns)
             rec.errors.append(err("unknown image_id in annotations: no images[] entry", detail=f"ann ids: {ids}"))
             return rec
-        w, h = img.get("width"), img.get("height")
-        size_problem = check_image_size(w, h)
-        if size_problem:
-            rec.errors.append(err(size_problem))
+        ann_ids = f"ann ids: {', '.join(str(a['id']) for a in anns)}" if anns else ""
+        problem = index.image_problem(image_id) or text_problem(image_id, "image_id") \
+            or check_image_size(img.get("width"), img.get("height"))
+        if problem:
+            rec.errors.append(err(problem, detail=ann_ids))
             return rec
-        rec.width, rec.height = int(w), int(h)
+        rec.width, rec.height = int(img["width"]), int(img["height"])
         rec.image_path, problem = resolve_image_path(self.image_root, img.get("file_name"))
         if problem:
             rec.errors.append(err(problem))
+        else:
+            rec.image_name = img["file_name"]
+            problem = check_header_size(rec.image_path, rec.image_name, rec.width, rec.height)
+            if problem:  # masks are never decoded at a size the image does not have
+                rec.image_path = None
+                rec.errors.append(err(problem, detail=ann_ids))
+                return rec
         for ann in sorted(anns, key=lambda a: id_sort_key(a["id"])):
             target, error = self._target(index, ann, rec.height, rec.width, err)
             if target is not None:
@@ -200,14 +262,18 @@ class CocoSource(Source):
     def _target(self, index: CocoIndex, ann: dict, h: int, w: int, err: Any) -> tuple[Target | None, ErrorRecord | None]:
         ann_id = ann["id"]
         cat = index.cats.get(ann.get("category_id"))
+        problem = index.ann_problem(ann_id) or index.category_problem(ann.get("category_id"))
+        if problem:
+            return None, err(problem, ann_id=ann_id)
         name = index.category_name(ann.get("category_id"))
-        if name is None:
-            return None, err(f"unknown category_id {ann.get('category_id')!r}", ann_id=ann_id)
         try:
             _, rle, box = decode_target_mask(ann.get("segmentation"), h, w)
             keypoints, keypoint_names = _keypoints(ann, cat)
         except ValueError as e:
             return None, err(str(e), ann_id=ann_id)
+        bad_name = next((t for k in keypoint_names or [] if (t := text_problem(k, "keypoint name"))), None)
+        if bad_name:
+            return None, err(bad_name, ann_id=ann_id)
         return Target(
             target_id=f"ann{ann_id}", sentences=[name], category=name, mask_rle=rle, box=box,
             ann_id=ann_id, keypoints=keypoints, keypoint_names=keypoint_names,

@@ -18,16 +18,19 @@ from ..types import ImageRecord, Target
 from .base import (
     SOURCES,
     Source,
+    check_header_size,
     check_image_size,
+    check_inside,
     check_limit,
     decode_target_mask,
     id_sort_key,
     record_sort_key,
     resolve_image_path,
     source_error,
+    text_problem,
 )
 from .coco import CocoIndex, load_instances
-from .safe_pickle import safe_load
+from .safe_pickle import load_refs
 
 __all__ = ["ReferSource", "DEFAULT_SPLIT_BY"]
 
@@ -37,7 +40,9 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_+.-]+$")
 
 
 def _sentences(ref: dict) -> tuple[list[str], list[Any]]:
-    """``raw`` stripped (falling back to ``sent``) for each sentence, with its ``sent_id``."""
+    """``raw`` stripped (falling back to ``sent``) for each sentence, with its ``sent_id``.
+
+    Raises ``ValueError`` naming the sentence when its text is not valid Unicode."""
     sents: list[str] = []
     ids: list[Any] = []
     ref_sent_ids = ref.get("sent_ids") if isinstance(ref.get("sent_ids"), list) else []
@@ -50,6 +55,9 @@ def _sentences(ref: dict) -> tuple[list[str], list[Any]]:
                 break
         if not text:
             continue
+        problem = text_problem(text, f"sentence #{i} (sent_id {s.get('sent_id')!r})")
+        if problem:
+            raise ValueError(problem)
         sents.append(text)
         ids.append(s.get("sent_id", ref_sent_ids[i] if i < len(ref_sent_ids) else None))
     return sents, ids
@@ -68,6 +76,19 @@ class ReferOptions:
         for key in ("data_root", "image_root"):
             if getattr(self, key) is None:
                 raise ValueError(f"{key}: required for REFER sources (--{key.replace('_', '-')})")
+
+
+def _plain(v: Any) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool)) or isinstance(v, str)
+
+
+def _where(ref: Any) -> tuple[str, Any]:
+    """(split, image_id) of a malformed ref, as far as it can be told."""
+    if not isinstance(ref, dict):
+        return "unknown", None
+    split = ref.get("split") if isinstance(ref.get("split"), str) else "unknown"
+    image_id = ref.get("image_id") if _plain(ref.get("image_id")) else None
+    return split, image_id
 
 
 class ReferSource(Source):
@@ -118,6 +139,8 @@ class ReferSource(Source):
         self.instances_file = folder / "instances.json"
         if not self.instances_file.is_file():
             raise FileNotFoundError(f"instances.json not found: {self.instances_file}")
+        for what, path in (("refs file", self.refs_file), ("instances file", self.instances_file)):
+            check_inside(self.data_root, path, what)  # a symlink out of --data-root is refused
 
     def _resolve_refs(self, folder: Path, split_by: str | None) -> tuple[str, Path, str]:
         wanted = split_by or DEFAULT_SPLIT_BY[self.name]
@@ -149,7 +172,7 @@ class ReferSource(Source):
         }
 
     def records(self) -> Iterator[ImageRecord]:
-        refs = safe_load(self.refs_file)
+        refs, bad = load_refs(self.refs_file)
         index = load_instances(self.instances_file)
         if self.split != "all":
             available = sorted({r["split"] for r in refs})
@@ -159,29 +182,54 @@ class ReferSource(Source):
         groups: dict[tuple[str, Any], list[dict]] = defaultdict(list)
         for ref in refs:
             groups[(ref["split"], ref["image_id"])].append(ref)
-        keys = sorted(groups, key=lambda k: record_sort_key(*k))
+        # Malformed refs are quarantined on their image when it can be told, else together under
+        # the split (or "unknown") with image_id None; they never refuse the file.
+        broken: dict[tuple[str, Any], list[tuple[int, Any, str]]] = defaultdict(list)
+        for i, ref, problem in bad:
+            split, image_id = _where(ref)
+            if self.split in ("all", split) or split == "unknown":  # a split it cannot tell: kept
+                broken[(split, image_id)].append((i, ref, f"ref #{i} {problem}"))
+        keys = sorted(set(groups) | set(broken), key=lambda k: record_sort_key(*k))
         if self.limit is not None:
             keys = keys[: self.limit]
         for split, image_id in keys:
-            yield self._record(index, split, image_id, groups[(split, image_id)])
+            rec = self._record(index, split, image_id, groups.get((split, image_id), []))
+            for i, ref, reason in broken.get((split, image_id), []):
+                rid = ref.get("ref_id") if isinstance(ref, dict) else None
+                aid = ref.get("ann_id") if isinstance(ref, dict) else None
+                rec.errors.append(source_error(self.name, split, image_id, reason,
+                                               ann_id=aid if _plain(aid) else None,
+                                               ref_id=rid if _plain(rid) else f"#{i}",
+                                               detail=f"ref #{i} of {self.refs_file.name} not built"))
+            yield rec
 
     def _record(self, index: CocoIndex, split: str, image_id: Any, refs: list[dict]) -> ImageRecord:
         err = lambda reason, **kw: source_error(self.name, split, image_id, reason, **kw)  # noqa: E731
         rec = ImageRecord(source=self.name, split=split, image_id=image_id, width=0, height=0, targets=[])
+        if not refs:
+            return rec  # only malformed refs here; the caller adds their records
         refs = sorted(refs, key=lambda r: id_sort_key(r["ref_id"]))
         img = index.images.get(image_id)
+        ids = f"ref ids: {', '.join(str(r['ref_id']) for r in refs)}"
         if img is None:
-            ids = ", ".join(str(r["ref_id"]) for r in refs)
-            rec.errors.append(err(f"unknown image_id {image_id!r}: not in instances.json", detail=f"ref ids: {ids}"))
+            rec.errors.append(err(f"unknown image_id {image_id!r}: not in instances.json", detail=ids))
             return rec
-        size_problem = check_image_size(img.get("width"), img.get("height"))
-        if size_problem:
-            rec.errors.append(err(size_problem))
+        problem = index.image_problem(image_id) or text_problem(image_id, "image_id") \
+            or text_problem(split, "split") or check_image_size(img.get("width"), img.get("height"))
+        if problem:
+            rec.errors.append(err(problem, detail=ids))
             return rec
         rec.width, rec.height = int(img["width"]), int(img["height"])
         rec.image_path, problem = resolve_image_path(self.image_root, img.get("file_name"))
         if problem:
             rec.errors.append(err(problem))
+        else:
+            rec.image_name = img["file_name"]
+            problem = check_header_size(rec.image_path, rec.image_name, rec.width, rec.height)
+            if problem:  # masks are never decoded at a size the image does not have
+                rec.image_path = None
+                rec.errors.append(err(problem, detail=ids))
+                return rec
         seen: set[Any] = set()
         for ref in refs:
             ref_id, ann_id = ref["ref_id"], ref["ann_id"]
@@ -191,20 +239,31 @@ class ReferSource(Source):
                 continue
             seen.add(ref_id)
             ann = index.anns.get(ann_id)
+            if index.ann_problem(ann_id):
+                rec.errors.append(e(index.ann_problem(ann_id)))
+                continue
             if ann is None:
                 rec.errors.append(e(f"ann_id {ann_id!r} not found in instances.json"))
                 continue
             if ann.get("image_id") != image_id:
                 rec.errors.append(e(f"ann {ann_id!r} belongs to image {ann.get('image_id')!r}, not {image_id!r}"))
                 continue
-            sentences, sent_ids = _sentences(ref)
+            try:
+                sentences, sent_ids = _sentences(ref)
+            except ValueError as ex:
+                rec.errors.append(e(str(ex)))
+                continue
             if not sentences:
                 rec.errors.append(e("ref has no non-empty sentence"))
                 continue
-            category = index.category_name(ann.get("category_id")) or index.category_name(ref.get("category_id"))
-            if category is None:
-                rec.errors.append(e(f"unknown category_id {ann.get('category_id')!r}"))
+            cat_id = ann.get("category_id")
+            if index.category_name(cat_id) is None and index.category_name(ref.get("category_id")) is not None:
+                cat_id = ref.get("category_id")
+            problem = index.category_problem(cat_id)
+            if problem:
+                rec.errors.append(e(problem))
                 continue
+            category = index.category_name(cat_id)
             try:
                 _, rle, box = decode_target_mask(ann.get("segmentation"), rec.height, rec.width)
             except ValueError as ex:

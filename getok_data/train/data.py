@@ -145,7 +145,7 @@ class ShardStream(IterableDataset):
 
     def _decode(self, s: dict) -> dict:
         meta = json.loads(s["json"])
-        img = cv2.imdecode(np.frombuffer(s[meta["image_ext"]], np.uint8), cv2.IMREAD_COLOR)
+        img = cv2.imdecode(np.frombuffer(s[meta["image_ext"]], np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         size = self.cfg["image_size"]
         img = cv2.resize(img[:, :, ::-1], (size, size), interpolation=cv2.INTER_AREA)
         table = load_npz(s["cand.npz"]) if self.with_table else None
