@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .labelling import Depth, Labels, deepest_anchor, label_regions, refinement_samples, stable_rng
+from .labelling import (DELETE_ID, Depth, Labels, deepest_anchor, label_regions, neighbourhood, offset_answer,
+                        refinement_samples, sample_proposals, stable_rng)
 from .masks import resize_nearest, rle_to_mask
 from .selection import PackedTable, select
 from .tokens import Grid, Mask, Point, box_from_xyxy, encode, keypoints_to_points
@@ -41,16 +42,71 @@ def representative_anchor(points: list[tuple[int, int]], gt: np.ndarray, grid: G
     return points[0]
 
 
+def _extras(target: Target) -> dict:
+    """The optional target fields a source set (absent when unset, so older shards keep their bytes)."""
+    out: dict = {}
+    if target.instances is not None:
+        out["instances"] = target.instances
+    if target.ignore_rle is not None:
+        out["ignore_rle"] = target.ignore_rle
+    out.update(target.extra or {})
+    return out
+
+
+def anchors_in(mask: np.ndarray, grid: Grid) -> np.ndarray:
+    """bool [n*n], raster order: whether each grid point's anchor pixel lies in ``mask``."""
+    cols, rows = neighbourhood(grid)
+    c, r = cols[:, 0], rows[:, 0]  # STEPS[0] = (0, 0): the anchor itself
+    h, w = mask.shape
+    ok = (c >= 0) & (c < w) & (r >= 0) & (r < h)
+    out = np.zeros(len(c), bool)
+    out[ok] = mask[r[ok], c[ok]]
+    return out
+
+
+def annotate_no_target(target: Target, grid: Grid, cfg: dict, key: str) -> dict:
+    """A no-target query (gRefCOCO ``ann_id`` [-1]): the answer is the empty ``<seg></seg>``, every
+    grid point is Far / ``<DELETE>``, and the refinement samples teach deleting sampled anchors."""
+    lab_cfg = cfg["labelling"]
+    n = grid.n
+    labels = Labels("F" * (n * n), np.full(n * n, DELETE_ID, np.int8))
+    rng = stable_rng(key, target.target_id, lab_cfg["seed"])
+    refine = []
+    for _ in range(int(lab_cfg["refine_samples"])):
+        prop = sample_proposals(labels, int(lab_cfg["proposals_k"]), lab_cfg["weights"], rng)
+        if prop:
+            refine.append({"kind": "seg", "origin": "sampled", "prompt": encode(Mask(tuple(prop))),
+                           "answer": offset_answer("seg", prop, labels, n)})
+    return {
+        "target_id": target.target_id, "ann_id": target.ann_id, "ref_id": target.ref_id,
+        "category": target.category, "sentences": list(target.sentences),
+        "sent_ids": list(target.sent_ids), "mask_rle": target.mask_rle,
+        "box": [0.0, 0.0, 0.0, 0.0], "anchors": [], "token_iou": 1.0, "token_count": 0,
+        "tokens": {"point": None, "box": None, "seg": encode(Mask(()))},
+        "seg_reason": None, "regions": labels.regions, "offsets": labels.offsets_str, "refine": refine,
+        "no_target": True, **_extras(target),
+    }
+
+
 def annotate_target(target: Target, ptable: PackedTable, grid: Grid, cfg: dict, key: str) -> dict:
     """All supervision for one target (raises on a bad target; the caller quarantines it)."""
+    if target.no_target:
+        return annotate_no_target(target, grid, cfg, key)
     gt = rle_to_mask(target.mask_rle)
     if gt.shape != (int(grid.height), int(grid.width)):
         raise ValueError(f"mask is {gt.shape[1]}x{gt.shape[0]}, image is {grid.width}x{grid.height}")
+    ignore = None
+    if target.ignore_rle is not None:
+        ignore = rle_to_mask(target.ignore_rle)
+        if ignore.shape != gt.shape:
+            raise ValueError(f"ignore mask is {ignore.shape[1]}x{ignore.shape[0]}, image is {grid.width}x{grid.height}")
+        gt = gt & ~ignore
     if not gt.any():
         raise ValueError("empty mask")
     sel_cfg, lab_cfg = cfg["selection"], cfg["labelling"]
     gt_small = np.packbits(resize_nearest(gt, ptable.shape).reshape(-1))
-    sel = select(ptable, gt_small, sel_cfg["method"], float(sel_cfg["tau"]))
+    ign_small = None if ignore is None else np.packbits(resize_nearest(ignore, ptable.shape).reshape(-1))
+    sel = select(ptable, gt_small, sel_cfg["method"], float(sel_cfg["tau"]), ign_small)
     anchors = [representative_anchor(ptable.anchors_of()[u], gt, grid) for u in sel.mask_ids]
     raster = sorted(anchors, key=lambda a: (a[1], a[0]))
     depth = Depth(gt)
@@ -73,8 +129,13 @@ def annotate_target(target: Target, ptable: PackedTable, grid: Grid, cfg: dict, 
         "regions": labels.regions,
         "offsets": labels.offsets_str,
         "refine": refinement_samples(labels, grid, target.box, anchors, int(lab_cfg["proposals_k"]),
-                                     int(lab_cfg["refine_samples"]), lab_cfg["weights"], rng),
+                                     int(lab_cfg["refine_samples"]), lab_cfg["weights"], rng,
+                                     exclude=None if ignore is None else anchors_in(ignore, grid)),
     }
+    min_iou = sel_cfg.get("min_token_iou")
+    if min_iou is not None and sel.token_iou < float(min_iou):
+        out["low_quality"] = True
+    out.update(_extras(target))
     if target.keypoints:
         points, idx = keypoints_to_points(target.keypoints, grid)
         if points:
@@ -108,7 +169,7 @@ def annotate_image(record: ImageRecord, table, cfg: dict, segmenter_identity: di
         "image_id": record.image_id, "width": record.width, "height": record.height,
         "image_ext": image_ext,
         "grid": {"n": grid.n, "m": grid.m},
-        "selection": {"method": cfg["selection"]["method"], "tau": float(cfg["selection"]["tau"])},
+        "selection": _selection_meta(cfg["selection"]),
         "segmenter": segmenter_identity,
         "labelling": {k: cfg["labelling"][k] for k in ("far_steps", "proposals_k", "refine_samples", "weights", "seed")},
         "targets": targets,
@@ -119,4 +180,16 @@ def annotate_image(record: ImageRecord, table, cfg: dict, segmenter_identity: di
             "regions": region_counts,
         },
     }
+    if cfg["selection"].get("min_token_iou") is not None:
+        sample["stats"]["low_quality"] = sum(bool(t.get("low_quality")) for t in targets)
+    if any(t.get("no_target") for t in targets):
+        sample["stats"]["no_target"] = sum(bool(t.get("no_target")) for t in targets)
     return sample, arrays, errors
+
+
+def _selection_meta(sel_cfg: dict) -> dict:
+    """The sample's ``selection`` record; ``min_token_iou`` only when set (off: today's bytes)."""
+    out = {"method": sel_cfg["method"], "tau": float(sel_cfg["tau"])}
+    if sel_cfg.get("min_token_iou") is not None:
+        out["min_token_iou"] = float(sel_cfg["min_token_iou"])
+    return out

@@ -13,6 +13,8 @@ DEFAULTS: dict[str, Any] = {
     "source": {
         "name": "synthetic", "split": None, "size": None, "seed": 0, "limit": None,
         "data_root": None, "image_root": None, "annotations": None, "split_by": None,
+        # hf source (issue 18): parquet / save_to_disk files, column map, preset
+        "data_files": None, "columns": None, "preset": None,
     },
     # m defaults to 2n; offset_masks: also store the masks one offset step from every anchor, so a
     # refined anchor decodes exactly (auto: on for superpixel, where it is nearly free; off for SAM,
@@ -23,7 +25,8 @@ DEFAULTS: dict[str, Any] = {
         "fast_decoder": True, "multimask": "best_iou", "dtype": "float32", "device": "auto", "table_max_side": 256,
         "seed": 0,
     },
-    "selection": {"method": "sorted", "tau": 0.9},
+    # min_token_iou: targets below it get low_quality: true (None: off, the shards as before)
+    "selection": {"method": "sorted", "tau": 0.9, "min_token_iou": None},
     "labelling": {
         "far_steps": 2.0, "proposals_k": 8, "refine_samples": 2,
         "weights": {"I": 1.0, "R": 3.0, "H": 1.0, "F": 0.25}, "seed": 0,
@@ -38,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
 # Sections (and build keys) that change the bytes of the shards; the rest is how we run.
 OUTPUT_SECTIONS = ("source", "grid", "segmenter", "selection", "labelling")
 OUTPUT_BUILD_KEYS = ("images_per_shard",)
+# Keys added later that are hashed only when set, so builds made before them keep their hash.
+HASH_WHEN_SET = {"source": ("data_files", "columns", "preset"), "selection": ("min_token_iou",)}
 # Segmenter keys that select the hardware, not the result (points_per_batch and fast_decoder can
 # move SAM scores in the last bits, so they are part of the hash; "auto" is hashed as written).
 RUNTIME_SEGMENTER_KEYS = ("device",)
@@ -90,6 +95,9 @@ def resolve(cfg: dict) -> dict:
         raise ValueError(f"selection.method must be sorted or gain, got {cfg['selection']['method']!r}")
     if not 0 < float(cfg["selection"]["tau"]) <= 1:
         raise ValueError(f"selection.tau must be in (0, 1], got {cfg['selection']['tau']}")
+    mti = cfg["selection"].get("min_token_iou")
+    if mti is not None and (isinstance(mti, bool) or not isinstance(mti, (int, float)) or not 0 <= float(mti) <= 1):
+        raise ValueError(f"selection.min_token_iou must be null or in [0, 1], got {mti!r}")
     if int(cfg["grid"]["n"]) < 1 or int(cfg["build"]["images_per_shard"]) < 1:
         raise ValueError("grid.n and build.images_per_shard must be >= 1")
     return cfg
@@ -100,6 +108,10 @@ def output_config(cfg: dict) -> dict:
     out = {k: copy.deepcopy(cfg[k]) for k in OUTPUT_SECTIONS}
     if not out["grid"].get("offset_masks"):  # off: hashed as before the key existed, so old builds resume
         out["grid"].pop("offset_masks", None)
+    for section, keys in HASH_WHEN_SET.items():
+        for k in keys:
+            if out[section].get(k) is None:
+                out[section].pop(k, None)
     for k in RUNTIME_SEGMENTER_KEYS:
         out["segmenter"].pop(k, None)
     out["build"] = {k: cfg["build"][k] for k in OUTPUT_BUILD_KEYS}

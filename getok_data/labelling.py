@@ -165,10 +165,14 @@ def offset_answer(kind: str, anchors: list[tuple[int, int]], labels: Labels, n: 
     return encode(Refinement((OffsetGroup(kind, steps),)))
 
 
-def sample_proposals(labels: Labels, k: int, weights: dict[str, float], rng: np.random.Generator) -> list[tuple[int, int]]:
-    """K distinct grid points drawn by region weight (towards Inside and Ring), raster order."""
+def sample_proposals(labels: Labels, k: int, weights: dict[str, float], rng: np.random.Generator,
+                     exclude: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """K distinct grid points drawn by region weight (towards Inside and Ring), raster order.
+    ``exclude`` (bool [n*n]): grid points never drawn (anchors in an ignore region)."""
     n = int(round(math.sqrt(len(labels.regions))))
     w = np.array([float(weights.get(r, 0.0)) for r in labels.regions])
+    if exclude is not None:
+        w[exclude] = 0.0
     if w.sum() <= 0:
         return []
     k = min(k, int(np.count_nonzero(w)))
@@ -182,8 +186,10 @@ def stable_rng(*parts: object) -> np.random.Generator:
 
 
 def refinement_samples(labels: Labels, grid: Grid, box: list[float], selected: list[tuple[int, int]],
-                       k: int, samples: int, weights: dict[str, float], rng: np.random.Generator) -> list[dict]:
-    """Refinement turns for one target: the box corners, the selected anchors, K-point proposals."""
+                       k: int, samples: int, weights: dict[str, float], rng: np.random.Generator,
+                       exclude: np.ndarray | None = None) -> list[dict]:
+    """Refinement turns for one target: the box corners, the selected anchors, K-point proposals
+    (never at the ``exclude`` grid points)."""
     box_tokens, corner_steps = box_corner_steps(box, grid)
     out = [{"kind": "box", "origin": "nearest",
             "prompt": encode(box_tokens),
@@ -193,7 +199,7 @@ def refinement_samples(labels: Labels, grid: Grid, box: list[float], selected: l
         out.append({"kind": "seg", "origin": "selected", "prompt": encode(Mask(tuple(raster))),
                     "answer": offset_answer("seg", raster, labels, grid.n)})
     for _ in range(samples):
-        prop = sample_proposals(labels, k, weights, rng)
+        prop = sample_proposals(labels, k, weights, rng, exclude)
         if prop:
             out.append({"kind": "seg", "origin": "sampled", "prompt": encode(Mask(tuple(prop))),
                         "answer": offset_answer("seg", prop, labels, grid.n)})

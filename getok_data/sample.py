@@ -72,7 +72,8 @@ def finish(p: Prepared, table, cfg: dict, identity: dict) -> SampleResult:
         return SampleResult(rec.key, None, errors, targets_seen=seen)
     members = {p.ext: p.data, "json": json_bytes(sample), "cand.npz": npz_bytes(arrays)}
     summary = [{"token_count": t["token_count"], "token_iou": t["token_iou"],
-                "seg": t["tokens"]["seg"] is not None} for t in sample["targets"]]
+                "seg": t["tokens"]["seg"] is not None, "no_target": bool(t.get("no_target")),
+                "low_quality": bool(t.get("low_quality"))} for t in sample["targets"]]
     return SampleResult(rec.key, members, errors, summary, sample["stats"]["regions"], seen)
 
 

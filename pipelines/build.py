@@ -20,6 +20,9 @@ from getok_data.types import ImageRecord
 SOURCE_OPTIONS = {
     "synthetic": ("split", "size", "seed", "limit"),
     "coco": ("annotations", "image_root", "split", "limit"),
+    "grefcoco": ("data_root", "image_root", "split_by", "split", "limit"),
+    "reasonseg": ("data_root", "split", "limit"),
+    "hf": ("data_files", "columns", "preset", "split", "limit"),
 }
 REFER_OPTIONS = ("data_root", "image_root", "split_by", "split", "limit")
 MANIFEST = "manifest.json"

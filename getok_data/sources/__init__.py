@@ -1,7 +1,9 @@
 """Grounding sources: ``get_source(name, **options)`` -> a ``Source`` yielding ``ImageRecord``s.
 
 Names: ``synthetic`` (embedded default, nothing to download), ``refcoco``, ``refcoco+``,
-``refcocog`` (REFER layout), ``coco`` (COCO instances / person-keypoints JSON).
+``refcocog`` (REFER layout), ``coco`` (COCO instances / person-keypoints JSON), ``grefcoco``
+(gRefCOCO: multi- and no-target refs), ``reasonseg`` (LISA's ReasonSeg, with ignore regions),
+``hf`` (Hugging Face parquet / arrow sets with embedded images).
 """
 from __future__ import annotations
 
@@ -10,13 +12,16 @@ from typing import Any, Callable
 
 from .base import Source
 from .coco import CocoSource
+from .grefcoco import GRefCocoSource
+from .hf import HfSource
+from .reasonseg import ReasonSegSource
 from .refer import ReferSource
 from .safe_pickle import UnsafePickleError, safe_load
 from .synthetic import DEFAULT_SIZES, SyntheticSource
 
 __all__ = [
     "get_source", "source_names", "Source", "SyntheticSource", "ReferSource", "CocoSource",
-    "UnsafePickleError", "safe_load", "DEFAULT_SIZES",
+    "UnsafePickleError", "safe_load", "DEFAULT_SIZES", "GRefCocoSource", "ReasonSegSource", "HfSource",
 ]
 
 _REGISTRY: dict[str, tuple[Callable[..., Source], tuple[str, ...]]] = {
@@ -25,6 +30,9 @@ _REGISTRY: dict[str, tuple[Callable[..., Source], tuple[str, ...]]] = {
     "refcoco+": (partial(ReferSource, "refcoco+"), ReferSource.OPTIONS),
     "refcocog": (partial(ReferSource, "refcocog"), ReferSource.OPTIONS),
     "coco": (CocoSource, CocoSource.OPTIONS),
+    "grefcoco": (GRefCocoSource, GRefCocoSource.OPTIONS),
+    "reasonseg": (ReasonSegSource, ReasonSegSource.OPTIONS),
+    "hf": (HfSource, HfSource.OPTIONS),
 }
 
 
