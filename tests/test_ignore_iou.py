@@ -103,3 +103,13 @@ def test_min_token_iou_flags_only_when_set():
     assert check_sample(flagged["key"], members)[1] == []
     ok, _ = _sample(ignore=True, min_token_iou=0.6)  # IoU 1 with the ignore region
     assert "low_quality" not in ok["targets"][0] and ok["stats"]["low_quality"] == 0
+
+
+def test_trainer_skips_low_quality_targets_unless_told():
+    from getok_data.train.data import expand_sample
+
+    flagged, _ = _sample(ignore=False, min_token_iou=0.6)
+    image = np.zeros((8, 8, 3), np.uint8)
+    run = lambda cfg: list(expand_sample(flagged, image, cfg, "grid", np.random.default_rng(0)))  # noqa: E731
+    assert run({}) == []
+    assert [e.answer for e in run({"keep_low_quality": True, "tasks": {"seg": 1.0}})] == ["<seg><grid_0_0></seg>"]
