@@ -109,3 +109,22 @@ def test_build_verify_and_reward_no_target(groot, tmp_path):
     multi = next(x for x in samples["grefcoco_val_98304"].meta["targets"] if x["ref_id"] == 500)
     assert multi["ann_id"] == [3007, 99893] and len(multi["instances"]) == 2 and "no_target" not in multi
     assert multi["token_iou"] > 0.5 and multi["tokens"]["seg"].count("<grid_") == multi["token_count"]
+
+
+def test_trl_rewards_read_the_optional_no_target_column(groot, tmp_path):
+    from getok_data.rewards.trl import mask_iou_reward
+    from getok_data.shards import npz_bytes
+
+    cfg = load_config(overrides={"source": {"name": "grefcoco", "data_root": str(groot), "limit": 1},
+                                 "grid": {"n": 8}, "build": {"out": str(tmp_path / "out")}})
+    run_build(cfg, progress=False)
+    (s,) = Dataset(str(tmp_path / "out")).samples()
+    t = s.meta["targets"][0]
+    (tmp_path / "t.npz").write_bytes(npz_bytes(s.table))
+    cols = {"stage": ["grid"] * 2, "task": ["seg"] * 2, "grid_n": [8] * 2, "grid_m": [16] * 2,
+            "width": [s.meta["width"]] * 2, "height": [s.meta["height"]] * 2, "gt_box": [t["box"]] * 2,
+            "gt_mask_rle": [t["mask_rle"]] * 2, "cand_npz": [str(tmp_path / "t.npz")] * 2, "previous": [""] * 2,
+            "regions": [t["regions"]] * 2, "offsets": [t["offsets"]] * 2}
+    answers = ["<seg></seg>", "<seg><grid_2_2></seg>"]
+    assert mask_iou_reward(completions=answers, **cols, no_target=[True, True]) == [2.0, 0.0]
+    assert mask_iou_reward(completions=answers, **cols) == [0.0, 0.0]  # without the column: no credit
