@@ -69,7 +69,8 @@ class GRefCocoSource(Source):
 
     Options: ``data_root`` (required), ``image_root`` (default ``data_root/images/train2014``),
     ``split_by`` (default unc), ``split`` ("all" or a split name), ``limit`` (first N images),
-    ``dataset_dir`` (default ``grefcoco``).
+    ``dataset_dir`` (default ``grefcoco``; when that folder is absent but ``data_root`` itself holds
+    ``grefs(*)`` files, ``data_root`` is used).
     """
 
     OPTIONS = ("data_root", "image_root", "split_by", "split", "limit", "dataset_dir")
@@ -87,6 +88,8 @@ class GRefCocoSource(Source):
         if not _SAFE_NAME.match(self.dataset_dir) or self.dataset_dir in (".", ".."):
             raise ValueError(f"dataset_dir must be a plain folder name under data_root, got {dataset_dir!r}")
         folder = self.data_root / self.dataset_dir
+        if dataset_dir is None and not folder.is_dir() and any(self.data_root.glob("grefs(*)")):
+            folder, self.dataset_dir = self.data_root, "."  # the refs files straight under data_root
         if not folder.is_dir():
             raise FileNotFoundError(f"gRefCOCO folder not found: {folder}")
         self.split_by = split_by or "unc"

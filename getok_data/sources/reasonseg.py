@@ -98,7 +98,8 @@ class ReasonSegSource(Source):
     LISA's validation uses ``text[0]``), with ``is_sentence`` and, where the explanatory file
     lists the image, ``explanation`` (its ``outputs``) and ``explanatory_query``.
 
-    Options: ``data_root`` (the ``ReasonSeg`` folder, required), ``split`` (``all``, a folder name,
+    Options: ``data_root`` (the ``ReasonSeg`` folder, or a folder holding ``ReasonSeg/`` or
+    ``reason_seg/ReasonSeg/``; required), ``split`` (``all``, a folder name,
     or names joined by ``_`` as in LISA's ``ReasonSeg|train_val``), ``limit`` (first N images).
     """
 
@@ -111,8 +112,13 @@ class ReasonSegSource(Source):
         self.data_root = Path(data_root)
         if not self.data_root.is_dir():
             raise FileNotFoundError(f"ReasonSeg folder not found: {self.data_root}")
-        available = sorted(p.name for p in self.data_root.iterdir()
-                           if p.is_dir() and p.name != "explanatory" and any(p.glob("*.json")))
+        available = self._splits(self.data_root)
+        for inner in ("ReasonSeg", "reason_seg/ReasonSeg"):  # LISA's <base>/reason_seg/ReasonSeg layout
+            if not available and self._splits(self.data_root / inner):
+                self.data_root = self.data_root / inner
+                available = self._splits(self.data_root)
+        if not available:
+            raise FileNotFoundError(f"no split folder of <name>.json files under {self.data_root}")
         if not isinstance(split, str) or not split:
             raise ValueError(f"split must be 'all' or a split name, got {split!r}")
         self.splits = available if split == "all" else split.split("_")
@@ -121,6 +127,12 @@ class ReasonSegSource(Source):
             raise ValueError(f"split(s) {unknown} not under {self.data_root}; available: {available}")
         self.split = split
         self.limit = check_limit(limit)
+
+    @staticmethod
+    def _splits(root: Path) -> list[str]:
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "explanatory" and any(p.glob("*.json")))
 
     def describe(self) -> dict:
         return {"source": self.name, "data_root": str(self.data_root.resolve()), "split": self.split,
