@@ -154,3 +154,18 @@ def test_cli_build_hf_with_preset_and_min_token_iou(tmp_path):
     assert s.key == "hf_test_a1" and s.image_ext == "png" and s.meta["selection"]["min_token_iou"] == 1.0
     assert summary["targets_low_quality"] == int(t["token_iou"] < 1.0) == int(bool(t.get("low_quality")))
     assert CliRunner().invoke(main, ["verify", str(tmp_path / "o")]).exit_code == 0
+
+
+def test_mask_as_png_and_polygon_as_json_string(tmp_path):
+    mask = np.zeros((30, 40), bool)
+    mask[3:12, 4:20] = True
+    buf = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255).save(buf, format="PNG")
+    poly = [[25.0, 15.0, 38.0, 15.0, 38.0, 28.0, 25.0, 28.0]]
+    rows = [{"img": _png(40, 30), "t": "a", "m": buf.getvalue(), "p": None, "id": 1},
+            {"img": _png(40, 30), "t": "b", "m": None, "p": json.dumps(poly), "id": 2}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "x.parquet")
+    (rec,) = get_source("hf", data_files=str(tmp_path / "x.parquet"), columns="image=img,text=t,mask=m,polygon=p,ann_id=id").records()
+    a, b = rec.targets
+    assert rec.split == "train" and np.array_equal(rle_to_mask(a.mask_rle), mask)
+    assert np.array_equal(rle_to_mask(b.mask_rle), segmentation_to_mask(poly, 30, 40))

@@ -11,8 +11,9 @@ section 4) and ``columns`` overrides single roles of it.
 
 Rows of one image (same ``image_id`` value, else the same image bytes) become one
 ``ImageRecord``; rows with the same ``ann_id`` on an image become one ``Target`` (their texts
-appended). Geometry, first present of: ``mask`` (an H x W nested list of bools), ``rle`` (a COCO
-RLE struct), ``polygon`` (COCO polygon parts, or one flat ``[x1, y1, ...]``), ``bbox`` (the box
+appended). Geometry, first present of: ``mask`` (an H x W nested list of bools, or an encoded
+mask image, nonzero = foreground), ``rle`` (a COCO RLE struct; it, ``polygon`` and ``bbox`` may
+also be JSON strings), ``polygon`` (COCO polygon parts, or one flat ``[x1, y1, ...]``), ``bbox`` (the box
 filled, when that is all a set has). The split is the file name's prefix (``val-00000-of-00001``
 -> ``val``), a ``DatasetDict`` folder's name, else ``train``.
 """
@@ -173,7 +174,13 @@ def _geometry(row: dict, cols: dict[str, str], h: int, w: int) -> np.ndarray:
         if role not in cols or row.get(cols[role]) is None:
             continue
         v = row[cols[role]]
+        if isinstance(v, str) and role in ("rle", "polygon", "bbox"):
+            v = json.loads(v)  # a JSON-encoded column
         if role == "mask":
+            png = _image_bytes(v)
+            if png is not None:  # an encoded mask image (PNG): foreground = nonzero
+                with Image.open(io.BytesIO(png)) as im:
+                    v = np.asarray(im.convert("L")) > 0
             m = np.asarray(v, dtype=bool)
             if m.shape != (h, w):
                 raise ValueError(f"mask column is {m.shape}, the image is {h}x{w} (height x width)")
