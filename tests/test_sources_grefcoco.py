@@ -9,14 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
+from getok_data.config import load_config
 from getok_data.dataset import Dataset
+from getok_data.decode import TableDecoder, grid_for
 from getok_data.masks import rle_to_mask, segmentation_to_mask
 from getok_data.rewards import score_grid_answer
-from getok_data.decode import TableDecoder, grid_for
 from getok_data.sources import get_source
 from getok_data.verify import verify_dir
 from pipelines.build import run_build
-from getok_data.config import load_config
 
 INSTANCES = "henghuiding__ReLA/datasets/instances_sample.json"
 NO_TARGET_REF = "henghuiding__gRefCOCO/issues/12/ref_135.ISSUE-QUOTE.json"

@@ -25,7 +25,7 @@ import io
 import json
 import math
 import re
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -54,6 +54,7 @@ PRESETS: dict[str, dict[str, str]] = {
     "visionreasoner": {"image": "image", "text": "text", "mask": "mask", "bbox": "bbox", "bbox_format": "xyxy",
                        "image_id": "image_id", "ann_id": "ann_id"},
 }
+CACHE_BYTES = 2 << 30  # decoded row groups held while their rows are pending
 _SPLIT_RE = re.compile(r"^([A-Za-z0-9_+]+?)-\d{5}-of-\d{5}")
 
 
@@ -267,19 +268,32 @@ class HfSource(Source):
         return out if self.limit is None else out[: self.limit]
 
     def records(self) -> Iterator[ImageRecord]:
+        """Pass 2, in (split, image_id) order. A row group stays cached until its last row is used
+        (so each is decoded once), within ``CACHE_BYTES``; past it, the least recently used goes."""
         readers = [_chunks(f)[1] for f in self.files]
-        cache: OrderedDict[tuple[int, int], list[dict]] = OrderedDict()
+        plan = self._plan()
+        pending = Counter((fi, k) for g in plan for fi, k, _ in g.rows)
+        cache: OrderedDict[tuple[int, int], tuple[list[dict], int]] = OrderedDict()
         wanted = sorted({c for r, c in self.cols.items() if r != "bbox_format"})
+        held = 0
 
-        def rows_of(fi: int, k: int) -> list[dict]:
+        def row(fi: int, k: int, r: int) -> dict:
+            nonlocal held
             if (fi, k) not in cache:
-                cache[(fi, k)] = readers[fi](k, wanted).to_pylist()
-                while len(cache) > 2:
-                    cache.popitem(last=False)
-            return cache[(fi, k)]
+                table = readers[fi](k, wanted)
+                cache[(fi, k)] = (table.to_pylist(), table.nbytes)
+                held += table.nbytes
+                while held > CACHE_BYTES and len(cache) > 1:
+                    held -= cache.popitem(last=False)[1][1]
+            cache.move_to_end((fi, k))
+            out = cache[(fi, k)][0][r]
+            pending[(fi, k)] -= 1
+            if pending[(fi, k)] == 0:
+                held -= cache.pop((fi, k))[1]
+            return out
 
-        for g in self._plan():
-            yield self._record(g, [rows_of(fi, k)[r] for fi, k, r in g.rows], g.rows)
+        for g in plan:
+            yield self._record(g, [row(fi, k, r) for fi, k, r in g.rows], g.rows)
 
     def _record(self, g: _Group, rows: list[dict], where: list[tuple[int, int, int]]) -> ImageRecord:
         err = lambda reason, **kw: source_error(self.name, g.split, g.image_id, reason, **kw)  # noqa: E731
