@@ -113,3 +113,13 @@ def test_trainer_skips_low_quality_targets_unless_told():
     run = lambda cfg: list(expand_sample(flagged, image, cfg, "grid", np.random.default_rng(0)))  # noqa: E731
     assert run({}) == []
     assert [e.answer for e in run({"keep_low_quality": True, "tasks": {"seg": 1.0}})] == ["<seg><grid_0_0></seg>"]
+
+
+def test_new_keys_stay_out_of_the_config_hash_until_set():
+    """Builds made before selection.min_token_iou and the hf keys existed keep their hash (resume)."""
+    from getok_data.config import config_hash, output_config
+
+    off = output_config(load_config())
+    assert "min_token_iou" not in off["selection"] and not {"data_files", "columns", "preset"} & set(off["source"])
+    on = load_config(overrides={"selection": {"min_token_iou": 0.6}})
+    assert output_config(on)["selection"]["min_token_iou"] == 0.6 and config_hash(on) != config_hash(load_config())
