@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from .config import GridConfig, LabellingConfig, SelectionConfig
-from .labelling import Depth, Labels, deepest_anchor, label_regions, refinement_samples, stable_rng
+from .labelling import (DELETE_ID, Depth, Labels, deepest_anchor, label_regions, neighbourhood, refinement_samples,
+                        sample_proposals, stable_rng)
 from .masks import resize_nearest, rle_to_mask
+from .tokens.rules import offset_answer
 from .selection import PackedTable, select
 from .tokens import Grid, Mask, Point, box_from_xyxy, encode, keypoints_to_points
 from .types import ErrorRecord, ImageRecord, Target
@@ -42,16 +44,70 @@ def representative_anchor(points: list[tuple[int, int]], gt: np.ndarray, grid: G
     return points[0]
 
 
+def _extras(target: Target) -> dict:
+    """The optional target fields a source set (absent when unset, so older shards keep their bytes)."""
+    out: dict = {}
+    if target.instances is not None:
+        out["instances"] = target.instances
+    if target.ignore_rle is not None:
+        out["ignore_rle"] = target.ignore_rle
+    out.update(target.extra or {})
+    return out
+
+
+def anchors_in(mask: np.ndarray, grid: Grid) -> np.ndarray:
+    """bool [n*n], raster order: whether each grid point's anchor pixel lies in ``mask``."""
+    cols, rows = neighbourhood(grid)
+    c, r = cols[:, 0], rows[:, 0]  # STEPS[0] = (0, 0): the anchor itself
+    h, w = mask.shape
+    ok = (c >= 0) & (c < w) & (r >= 0) & (r < h)
+    out = np.zeros(len(c), bool)
+    out[ok] = mask[r[ok], c[ok]]
+    return out
+
+
+def annotate_no_target(target: Target, grid: Grid, labelling: LabellingConfig, key: str) -> dict:
+    """A no-target query (gRefCOCO ``ann_id`` [-1]): the answer is the empty ``<seg></seg>``, every
+    grid point is Far / ``<DELETE>``, and the refinement samples teach deleting sampled anchors."""
+    n = grid.n
+    labels = Labels("F" * (n * n), np.full(n * n, DELETE_ID, np.int8))
+    rng = stable_rng(key, target.target_id, labelling.seed)
+    refine = []
+    for _ in range(labelling.refine_samples):
+        prop = sample_proposals(labels, labelling.proposals_k, labelling.weights, rng)
+        if prop:
+            refine.append({"kind": "seg", "origin": "sampled", "prompt": encode(Mask(tuple(prop))),
+                           "answer": offset_answer([Mask(tuple(prop))], grid, labels.step, ())})
+    return {
+        "target_id": target.target_id, "ann_id": target.ann_id, "ref_id": target.ref_id,
+        "category": target.category, "sentences": list(target.sentences),
+        "sent_ids": list(target.sent_ids), "mask_rle": target.mask_rle,
+        "box": [0.0, 0.0, 0.0, 0.0], "anchors": [], "token_iou": 1.0, "token_count": 0,
+        "tokens": {"point": None, "box": None, "seg": encode(Mask(()))},
+        "seg_reason": None, "regions": labels.regions, "offsets": labels.offsets_str, "refine": refine,
+        "no_target": True, **_extras(target),
+    }
+
+
 def annotate_target(target: Target, ptable: PackedTable, grid: Grid, selection: SelectionConfig,
                     labelling: LabellingConfig, key: str) -> dict:
     """All supervision for one target (raises on a bad target; the caller quarantines it)."""
+    if target.no_target:
+        return annotate_no_target(target, grid, labelling, key)
     gt = rle_to_mask(target.mask_rle)
     if gt.shape != (int(grid.height), int(grid.width)):
         raise ValueError(f"mask is {gt.shape[1]}x{gt.shape[0]}, image is {grid.width}x{grid.height}")
+    ignore = None
+    if target.ignore_rle is not None:
+        ignore = rle_to_mask(target.ignore_rle)
+        if ignore.shape != gt.shape:
+            raise ValueError(f"ignore mask is {ignore.shape[1]}x{ignore.shape[0]}, image is {grid.width}x{grid.height}")
+        gt = gt & ~ignore
     if not gt.any():
         raise ValueError("empty mask")
     gt_small = np.packbits(resize_nearest(gt, ptable.shape).reshape(-1))
-    sel = select(ptable, gt_small, selection.method, selection.tau)
+    ign_small = None if ignore is None else np.packbits(resize_nearest(ignore, ptable.shape).reshape(-1))
+    sel = select(ptable, gt_small, selection.method, selection.tau, ign_small)
     anchors = [representative_anchor(ptable.anchors_of()[u], gt, grid) for u in sel.mask_ids]
     raster = sorted(anchors, key=lambda a: (a[1], a[0]))
     depth = Depth(gt)
@@ -74,8 +130,12 @@ def annotate_target(target: Target, ptable: PackedTable, grid: Grid, selection: 
         "regions": labels.regions,
         "offsets": labels.offsets_str,
         "refine": refinement_samples(labels, grid, target.box, anchors, labelling.proposals_k,
-                                     labelling.refine_samples, labelling.weights, rng),
+                                     labelling.refine_samples, labelling.weights, rng,
+                                     exclude=None if ignore is None else anchors_in(ignore, grid)),
     }
+    if selection.min_token_iou is not None and sel.token_iou < selection.min_token_iou:
+        out["low_quality"] = True
+    out.update(_extras(target))
     if target.keypoints:
         points, idx = keypoints_to_points(target.keypoints, grid)
         if points:
@@ -110,7 +170,7 @@ def annotate_image(record: ImageRecord, table, grid_cfg: GridConfig, selection: 
         "image_id": record.image_id, "width": record.width, "height": record.height,
         "image_ext": image_ext,
         "grid": {"n": grid.n, "m": grid.m},
-        "selection": {"method": selection.method, "tau": selection.tau},
+        "selection": _selection_meta(selection),
         "segmenter": segmenter_identity,
         "labelling": {"far_steps": labelling.far_steps, "proposals_k": labelling.proposals_k,
                       "refine_samples": labelling.refine_samples, "weights": labelling.weights,
@@ -123,4 +183,16 @@ def annotate_image(record: ImageRecord, table, grid_cfg: GridConfig, selection: 
             "regions": region_counts,
         },
     }
+    if selection.min_token_iou is not None:
+        sample["stats"]["low_quality"] = sum(bool(t.get("low_quality")) for t in targets)
+    if any(t.get("no_target") for t in targets):
+        sample["stats"]["no_target"] = sum(bool(t.get("no_target")) for t in targets)
     return sample, arrays, errors
+
+
+def _selection_meta(selection: SelectionConfig) -> dict:
+    """The sample's ``selection`` record; ``min_token_iou`` only when set (off: today's bytes)."""
+    out = {"method": selection.method, "tau": selection.tau}
+    if selection.min_token_iou is not None:
+        out["min_token_iou"] = selection.min_token_iou
+    return out

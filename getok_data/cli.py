@@ -50,7 +50,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config; flags override it.")
-@click.option("--src", help="synthetic | refcoco | refcoco+ | refcocog | coco")
+@click.option("--src", help="synthetic | refcoco | refcoco+ | refcocog | coco | grefcoco | reasonseg | hf")
 @click.option("--split", help="Split to build (all, train, val, testA, ...).")
 @click.option("--size", type=int, help="synthetic: number of images.")
 @click.option("--seed", type=int, help="synthetic: scene seed.")
@@ -60,6 +60,11 @@ def main() -> None:
 @click.option("--split-by", help="REFER splitBy (unc, umd, google).")
 @click.option("--dataset-dir", help="REFER: folder under --data-root (default: the dataset name).")
 @click.option("--include-crowd/--no-include-crowd", default=None, help="coco: keep iscrowd=1 annotations (default on).")
+@click.option("--data-files", help="hf: parquet files / glob, or a datasets save_to_disk folder.")
+@click.option("--columns", help="hf: role=column,... (image, text, mask|rle|polygon|bbox, image_id, ann_id, "
+                                "category, bbox_format=xywh|xyxy|xyxy_norm); overrides the preset.")
+@click.option("--preset", help="hf: column layout of a known set (lmms-refcoco | visionreasoner).")
+@click.option("--min-token-iou", type=float, help="Flag targets below this token IoU low_quality (default off).")
 @click.option("--grid", "n", type=int, help="Grid size n (n x n anchor tokens).")
 @click.option("--m", "m", type=int, help="Offset lattice (default 2n: a step is half a cell).")
 @click.option("--offset-masks/--no-offset-masks", default=None,
@@ -91,9 +96,10 @@ def main() -> None:
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
 def build(config_path, src, split, size, seed, data_root, image_root, annotations, split_by, dataset_dir,
-          include_crowd, n, m, offset_masks, segmenter, sam_model, sam_checkpoint, points_per_batch, fast_decoder,
-          multimask, dtype, device, table_max_side, method, tau, out, images_per_shard, limit, max_error_rate, force,
-          runner, address, num_actors, gpus_per_actor, cpus_per_actor, settings, no_progress, as_json) -> None:
+          include_crowd, data_files, columns, preset, min_token_iou, n, m, offset_masks, segmenter, sam_model,
+          sam_checkpoint, points_per_batch, fast_decoder, multimask, dtype, device, table_max_side, method, tau, out,
+          images_per_shard, limit, max_error_rate, force, runner, address, num_actors, gpus_per_actor, cpus_per_actor,
+          settings, no_progress, as_json) -> None:
     """Build (or resume) a sharded WebDataset of grounding tokens."""
     from pipelines.build import BuildError, check_error_rate, run_build
 
@@ -107,12 +113,13 @@ def build(config_path, src, split, size, seed, data_root, image_root, annotation
     flags = {
         "source": {"name": src, "split": split, "size": size, "seed": seed, "data_root": data_root,
                    "image_root": image_root, "annotations": annotations, "split_by": split_by,
-                   "dataset_dir": dataset_dir, "include_crowd": include_crowd, "limit": limit},
+                   "dataset_dir": dataset_dir, "include_crowd": include_crowd, "limit": limit,
+                   "data_files": data_files, "columns": columns, "preset": preset},
         "grid": {"n": n, "m": m, "offset_masks": offset_masks},
         "segmenter": {"name": segmenter, "sam_model": sam_model, "sam_checkpoint": sam_checkpoint,
                       "points_per_batch": points_per_batch, "fast_decoder": fast_decoder, "multimask": multimask,
                       "dtype": dtype, "device": device, "table_max_side": table_max_side},
-        "selection": {"method": method, "tau": tau},
+        "selection": {"method": method, "tau": tau, "min_token_iou": min_token_iou},
         "build": {"out": out, "images_per_shard": images_per_shard, "max_error_rate": max_error_rate,
                   "runner": runner, "address": address, "num_actors": num_actors,
                   "gpus_per_actor": gpus_per_actor, "cpus_per_actor": cpus_per_actor},

@@ -152,10 +152,14 @@ def deepest_anchor(gt: np.ndarray, grid: Grid, depth: Depth | None = None) -> tu
     return grid.nearest(*(depth or Depth(gt)).deepest())
 
 
-def sample_proposals(labels: Labels, k: int, weights: dict[str, float], rng: np.random.Generator) -> list[tuple[int, int]]:
-    """K distinct grid points drawn by region weight (towards Inside and Ring), raster order."""
+def sample_proposals(labels: Labels, k: int, weights: dict[str, float], rng: np.random.Generator,
+                     exclude: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """K distinct grid points drawn by region weight (towards Inside and Ring), raster order.
+    ``exclude`` (bool [n*n]): grid points never drawn (anchors in an ignore region)."""
     n = int(round(math.sqrt(len(labels.regions))))
     w = np.array([float(weights.get(r, 0.0)) for r in labels.regions])
+    if exclude is not None:
+        w[exclude] = 0.0
     if w.sum() <= 0:
         return []
     k = min(k, int(np.count_nonzero(w)))
@@ -169,8 +173,10 @@ def stable_rng(*parts: object) -> np.random.Generator:
 
 
 def refinement_samples(labels: Labels, grid: Grid, box: list[float], selected: list[tuple[int, int]],
-                       k: int, samples: int, weights: dict[str, float], rng: np.random.Generator) -> list[dict]:
-    """Refinement turns for one target: the box corners, the selected anchors, K-point proposals."""
+                       k: int, samples: int, weights: dict[str, float], rng: np.random.Generator,
+                       exclude: np.ndarray | None = None) -> list[dict]:
+    """Refinement turns for one target: the box corners, the selected anchors, K-point proposals
+    (never at the ``exclude`` grid points)."""
     box_tokens = Box(grid.nearest(box[0], box[1]), grid.nearest(box[2], box[3]))
     out = [{"kind": "box", "origin": "nearest", "prompt": encode(box_tokens),
             "answer": refine_answer([box_tokens], grid, labels.step, box)}]
@@ -179,7 +185,7 @@ def refinement_samples(labels: Labels, grid: Grid, box: list[float], selected: l
         out.append({"kind": "seg", "origin": "selected", "prompt": encode(raster),
                     "answer": refine_answer([raster], grid, labels.step, box)})
     for _ in range(samples):
-        prop = sample_proposals(labels, k, weights, rng)
+        prop = sample_proposals(labels, k, weights, rng, exclude)
         if prop:
             out.append({"kind": "seg", "origin": "sampled", "prompt": encode(Mask(tuple(prop))),
                         "answer": refine_answer([Mask(tuple(prop))], grid, labels.step, box)})

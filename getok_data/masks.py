@@ -233,3 +233,10 @@ def gt_at(mask_rle: dict, shape: tuple[int, int] | None = None) -> np.ndarray:
     exactly as ``token_iou`` measures it (cached and read-only: copy before writing)."""
     return _gt_cached(str(mask_rle["counts"]), tuple(int(v) for v in mask_rle["size"]),
                       None if shape is None else (int(shape[0]), int(shape[1])))
+
+
+def ignore_mask(target: dict, shape: tuple[int, int] | None = None) -> np.ndarray | None:
+    """A sample target's ignore region (``ignore_rle``: pixels that count for neither intersection
+    nor union) at full size or at ``shape`` (nearest, as the GT); None when it has none."""
+    rle = target.get("ignore_rle")
+    return None if rle is None else gt_at(rle, shape)

@@ -84,7 +84,8 @@ def finish(p: Prepared, table, cfg: BuildConfig, identity: dict) -> SampleResult
         reason = f"packing the sample failed: {type(e).__name__}: {e}"
         return SampleResult(rec.key, None, p.errors + [_image_error(rec, reason, "annotate")], targets_seen=seen)
     summary = [{"token_count": t["token_count"], "token_iou": t["token_iou"],
-                "seg": t["tokens"]["seg"] is not None} for t in sample["targets"]]
+                "seg": t["tokens"]["seg"] is not None, "no_target": bool(t.get("no_target")),
+                "low_quality": bool(t.get("low_quality"))} for t in sample["targets"]]
     return SampleResult(rec.key, members, errors, summary, sample["stats"]["regions"], seen)
 
 

@@ -70,16 +70,22 @@ class Selection:
     reason: str | None = None  # why nothing was selected
 
 
-def select(table: PackedTable, gt_packed: np.ndarray, method: str = "sorted", tau: float = 0.9) -> Selection:
+def select(table: PackedTable, gt_packed: np.ndarray, method: str = "sorted", tau: float = 0.9,
+           ignore_packed: np.ndarray | None = None) -> Selection:
     """Pick the fewest candidate masks whose union reaches IoU >= tau with the GT.
 
     ``sorted``: candidates by IoU with the GT (ties: lower id), each kept if it raises the
     union's IoU, stop once IoU >= tau. ``gain``: add the largest-gain candidate each step
     (ties: lower id). Candidates disjoint from the GT never raise IoU and are skipped.
+    ``ignore_packed`` (packed like the GT): pixels that count for neither intersection nor
+    union (``tokens.rules.mask_iou``), so a candidate spilling into them is not penalised.
     """
     if method not in METHODS:
         raise ValueError(f"selection method must be one of {METHODS}, got {method!r}")
     g = to_words(gt_packed)
+    keep = None if ignore_packed is None else ~to_words(ignore_packed)
+    if keep is not None:
+        g = g & keep
     gt_area = int(_popcount(g))
     if gt_area == 0:
         return Selection([], 0.0, "target vanishes at the candidate-table resolution")
@@ -92,15 +98,17 @@ def select(table: PackedTable, gt_packed: np.ndarray, method: str = "sorted", ta
     if len(cand) == 0:
         return Selection([], 0.0, "no grid point's candidate mask overlaps the target")
     if method == "sorted":
-        area = table.area[cand]
+        area = table.area[cand] if keep is None else _popcount(table.words[cand] & keep)
         iou = inter / (area + gt_area - inter)
-        return _greedy(table.words, g, gt_area, cand[np.lexsort((cand, -iou))], tau, first=True)
-    return _greedy(table.words, g, gt_area, cand, tau, first=False)
+        return _greedy(table.words, g, gt_area, cand[np.lexsort((cand, -iou))], tau, first=True, keep=keep)
+    return _greedy(table.words, g, gt_area, cand, tau, first=False, keep=keep)
 
 
-def _greedy(words: np.ndarray, g: np.ndarray, gt_area: int, order: np.ndarray, tau: float, first: bool) -> Selection:
+def _greedy(words: np.ndarray, g: np.ndarray, gt_area: int, order: np.ndarray, tau: float, first: bool,
+            keep: np.ndarray | None = None) -> Selection:
     """Shared loop. ``first``: accept the first candidate in ``order`` that raises the IoU
-    (sorted); else accept the candidate with the largest new IoU among all remaining (gain)."""
+    (sorted); else accept the candidate with the largest new IoU among all remaining (gain).
+    ``keep``: words of the pixels that count (not ignored); None = all."""
     union = np.zeros_like(g)
     inside = outside = 0  # union pixels in / out of the GT
     best, chosen, pos = 0.0, [], 0
@@ -110,6 +118,8 @@ def _greedy(words: np.ndarray, g: np.ndarray, gt_area: int, order: np.ndarray, t
         if len(block) == 0:
             break
         fresh = words[block] & ~union
+        if keep is not None:
+            fresh &= keep
         gain_in = _popcount(fresh & g)
         gain_out = _popcount(fresh) - gain_in
         iou = (inside + gain_in) / (gt_area + outside + gain_out)
@@ -134,10 +144,15 @@ def _greedy(words: np.ndarray, g: np.ndarray, gt_area: int, order: np.ndarray, t
     return Selection(chosen, best)
 
 
-def union_iou(table: PackedTable, mask_ids: list[int], gt_packed: np.ndarray) -> float:
-    """IoU of the union of the given masks with the GT (the recorded ``token_iou``)."""
+def union_iou(table: PackedTable, mask_ids: list[int], gt_packed: np.ndarray,
+              ignore_packed: np.ndarray | None = None) -> float:
+    """IoU of the union of the given masks with the GT (the recorded ``token_iou``); pixels of
+    ``ignore_packed`` count for neither intersection nor union."""
     g = to_words(gt_packed)
     union = np.bitwise_or.reduce(table.words[mask_ids], axis=0) if mask_ids else np.zeros_like(g)
+    if ignore_packed is not None:
+        keep = ~to_words(ignore_packed)
+        g, union = g & keep, union & keep
     inter = int(_popcount(union & g))
     denom = int(_popcount(union)) + int(_popcount(g)) - inter
     return inter / denom if denom else 0.0

@@ -25,6 +25,9 @@ def summarize(sidecars: list[dict]) -> dict:
         "targets": sum(s["targets"] for s in sidecars),
         "targets_seen": targets_seen,
         "targets_seg_null": sum(s["targets_seg_null"] for s in sidecars),
+        "targets_no_target": sum(s.get("targets_no_target", 0) for s in sidecars),
+        # below selection.min_token_iou (0 when it is off)
+        "targets_low_quality": sum(s.get("targets_low_quality", 0) for s in sidecars),
         "errors": errors,
         # The share of targets that did not reach the shards (a lost image loses all of its).
         "error_rate": round(1 - sum(s["targets"] for s in sidecars) / targets_seen, 6) if targets_seen

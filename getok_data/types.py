@@ -59,6 +59,11 @@ class Target:
     # Optional keypoints [[x, y, v], ...] (COCO order) and their names.
     keypoints: list[list[float]] | None = None
     keypoint_names: list[str] | None = None
+    # Optional, set by the sources that have them (issue 18); absent from the sample JSON when unset.
+    no_target: bool = False  # gRefCOCO ann_id [-1]: nothing to ground; mask_rle is all background
+    instances: list[dict] | None = None  # gRefCOCO multi-target: [{ann_id, category, mask_rle, box}]
+    ignore_rle: dict | None = None  # ReasonSeg "ignore" pixels: neither intersection nor union
+    extra: dict | None = None  # source fields written as-is into the target JSON (is_sentence, ...)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .masks import gt_at
+from .masks import gt_at, ignore_mask
 from .selection import PackedTable, select, union_iou
 from .dataset import MANIFEST, Dataset, ManifestError, iter_tar as iter_samples, load_npz, shard_index, shard_name
 from .checksums import sha256
@@ -46,16 +46,24 @@ def check_sample(key: str, members: dict[str, bytes]) -> tuple[int, list[str]]:
     problems += check_offsets(key, table, n)
     for t in meta["targets"]:
         where = f"{key}/{t['target_id']}"
+        if t.get("no_target"):
+            problems += check_no_target(where, t, n)
+            continue
         gt = np.packbits(gt_at(t["mask_rle"], (h, w)).reshape(-1))
+        ign = ignore_mask(t, (h, w))
+        ign = None if ign is None else np.packbits(ign.reshape(-1))
         ids = [int(table["index"][j, i]) for i, j in t["anchors"]]
         if any(u < 0 for u in ids):
             problems.append(f"{where}: an anchor has no candidate mask")
             continue
-        iou = union_iou(ptable, ids, gt)
+        iou = union_iou(ptable, ids, gt, ign)
         if abs(iou - t["token_iou"]) > IOU_TOL:
             problems.append(f"{where}: decoded IoU {iou:.6f} != recorded token_iou {t['token_iou']:.6f}")
+        min_iou = meta["selection"].get("min_token_iou")
+        if min_iou is not None and bool(t.get("low_quality")) != (t["token_iou"] < min_iou):
+            problems.append(f"{where}: low_quality flag disagrees with token_iou {t['token_iou']:.6f} < {min_iou}")
         if meta["selection"]["method"] == "sorted":
-            replay = select(ptable, gt, "sorted", meta["selection"]["tau"]).token_iou
+            replay = select(ptable, gt, "sorted", meta["selection"]["tau"], ign).token_iou
             if abs(replay - t["token_iou"]) > IOU_TOL:
                 problems.append(f"{where}: sorted-greedy replay IoU {replay:.6f} != {t['token_iou']:.6f}")
         raster = sorted((tuple(a) for a in t["anchors"]), key=lambda a: (a[1], a[0]))
@@ -65,6 +73,18 @@ def check_sample(key: str, members: dict[str, bytes]) -> tuple[int, list[str]]:
         if len(t["regions"]) != n * n:
             problems.append(f"{where}: regions has {len(t['regions'])} chars, expected {n * n}")
     return len(meta["targets"]), problems
+
+
+def check_no_target(where: str, t: dict, n: int) -> list[str]:
+    """A no-target query: empty GT, no anchors, ``<seg></seg>``, token IoU 1, all Far/DELETE."""
+    problems = []
+    if gt_at(t["mask_rle"]).any():
+        problems.append(f"{where}: no-target query with a non-empty mask")
+    if t["anchors"] or t["tokens"]["seg"] != encode(Mask(())) or t["token_iou"] != 1.0:
+        problems.append(f"{where}: no-target query must have no anchors, <seg></seg> and token_iou 1.0")
+    if t["regions"] != "F" * (n * n) or t["offsets"] != "9" * (n * n):
+        problems.append(f"{where}: no-target query must label every grid point F / <DELETE>")
+    return problems
 
 
 def check_offsets(key: str, table: dict[str, np.ndarray], n: int) -> list[str]:

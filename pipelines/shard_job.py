@@ -51,8 +51,11 @@ def build_shard(index: int, records: list[ImageRecord], segmenter, cfg: BuildCon
         "targets_seen": sum(r.targets_seen for r in results),
         "targets": sum(len(r.targets) for r in results),
         "targets_seg_null": sum(not t["seg"] for r in results for t in r.targets),
-        "token_counts": [t["token_count"] for r in results for t in r.targets if t["seg"]],
-        "token_ious": [t["token_iou"] for r in results for t in r.targets],
+        # no-target queries (empty <seg></seg>, IoU 1 by definition) are counted apart, not averaged in
+        "token_counts": [t["token_count"] for r in results for t in r.targets if t["seg"] and not t.get("no_target")],
+        "token_ious": [t["token_iou"] for r in results for t in r.targets if not t.get("no_target")],
+        "targets_no_target": sum(bool(t.get("no_target")) for r in results for t in r.targets),
+        "targets_low_quality": sum(bool(t.get("low_quality")) for r in results for t in r.targets),
         "regions": {c: sum(r.regions.get(c, 0) for r in results) for c in "IRHF"},
         "image_bytes": sum(len(next(iter(v for k, v in r.members.items() if k not in ("json", "cand.npz"))))
                            for r in ok),

@@ -87,7 +87,7 @@ def test_vocabulary_order_and_ids():
 
 @pytest.mark.parametrize("text,pos,why", [
     ("", 0, "no tokens"),
-    ("<seg></seg>", 0, "needs at least 1"),
+    ("<pl><grid_1_1></pl>", 0, "needs at least 2"),
     ("<seg><grid_1_1>", 15, "end of string"),
     ("<box><grid_1_1></box>", 0, "exactly 2"),
     ("<box><grid_3_3><grid_1_1></box>", 0, "out of order"),
@@ -144,3 +144,14 @@ def test_keypoints_keep_only_labelled():
     g = Grid(4, 100, 100)
     pts, idx = keypoints_to_points([[10, 10, 2], [0, 0, 0], [90, 60, 1]], g)
     assert pts == [Point((0, 0)), Point((3, 2))] and idx == [0, 2]
+
+
+def test_empty_seg_is_the_no_target_answer():
+    """``<seg></seg>`` parses (gRefCOCO no-target answer, FORMAT.md section 3); other groups stay non-empty."""
+    assert parse("<seg></seg>", 8) == [Mask(())]
+    assert encode(Mask(())) == "<seg></seg>"
+    ref = parse("<offset><seg></seg></offset>", 8)[0]
+    assert ref.groups[0].kind == "seg" and ref.groups[0].steps == ()
+    for bad in ("<point></point>", "<box></box>", "<pl></pl>"):
+        with pytest.raises(ParseError):
+            parse(bad, 8)

@@ -32,9 +32,12 @@ class GridConfig:
 class SelectionConfig:
     method: Literal["sorted", "gain"] = "sorted"  # sorted (the paper) | gain
     tau: float = 0.9  # target token IoU of the greedy selection
+    min_token_iou: float | None = None  # flag targets below this token IoU low_quality (None: off)
 
     def __post_init__(self) -> None:
         _require(0 < self.tau <= 1, f"tau: must be in (0, 1], got {self.tau}")
+        _require(self.min_token_iou is None or 0 <= self.min_token_iou <= 1,
+                 f"min_token_iou: must be null or in [0, 1], got {self.min_token_iou}")
 
 
 def _default_weights() -> dict[str, float]:

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from ..decode import TableDecoder
-from ..masks import gt_at
+from ..masks import gt_at, ignore_mask
 from ..tokens import Box, Grid, ParseError, decode_box, parse, positions
 from ..tokens.codec import Grounding
 from ..tokens.rules import box_iou, mask_iou, parse_refinement
@@ -154,10 +154,13 @@ def refine_point_score(was_inside: bool, now_inside: bool, deleted: bool, valid_
 
 
 def refine_point_scores(anchors: Sequence[tuple[int, int]], steps: Sequence[Step], gt_mask: np.ndarray,
-                        grid: Grid, regions: str, offsets: str | None = None) -> list[int]:
+                        grid: Grid, regions: str, offsets: str | None = None,
+                        ignore: np.ndarray | None = None) -> list[int]:
     """:func:`refine_point_score` for each anchor moved by its step; ``regions``/``offsets`` are
     the target's ``n*n`` raster strings. With ``offsets`` the lazy-keep guard applies: a kept
-    point whose labelled answer is not ``<OFF_0_0>`` (index 4) scores at most 0."""
+    point whose labelled answer is not ``<OFF_0_0>`` (index 4) scores at most 0. With ``ignore``
+    (full-size bool), a point that ends in the ignore region (or is deleted there) scores 0:
+    those pixels are neither right nor wrong."""
     n = grid.n
     before = inside(gt_mask, [grid.anchor(i, j) for i, j in anchors], grid.width, grid.height)
     after = inside(gt_mask, [None if s is None else grid.position(i, j, s) for (i, j), s in zip(anchors, steps)],
@@ -167,6 +170,10 @@ def refine_point_scores(anchors: Sequence[tuple[int, int]], steps: Sequence[Step
         score = refine_point_score(bool(before[k]), bool(after[k]), s is None, regions[j * n + i] in "HF")
         if offsets is not None and s == (0, 0) and offsets[j * n + i] != "4":
             score = min(score, 0)
+        if ignore is not None:
+            end = grid.anchor(i, j) if s is None else grid.position(i, j, s)
+            if inside(ignore, [end], grid.width, grid.height)[0]:
+                score = 0
         out.append(score)
     return out
 
@@ -197,6 +204,14 @@ def gt_mask(mask_rle: dict, shape: tuple[int, int] | None = None) -> np.ndarray:
     return gt_at(mask_rle, shape)
 
 
+def target_iou(pred: np.ndarray, target: dict, shape: tuple[int, int]) -> float:
+    """IoU of a decoded mask (at ``shape``) with a sample target's GT, the shared rule of
+    ``tokens.rules.mask_iou``: ignore pixels (``ignore_rle``) excluded; a no-target query scores 1.0
+    for an empty answer and 0.0 for any other."""
+    gt = gt_mask(target["mask_rle"], shape)
+    return mask_iou(pred, gt, ignore_mask(target, shape), empty=1.0 if target.get("no_target") else 0.0)
+
+
 def score_grid_answer(completion: str, target: dict, decoder: TableDecoder | None, grid: Grid,
                       kind: str) -> dict[str, float]:
     """Stage-1 rewards of a grid answer for one sample target (``mask_rle``, ``box``).
@@ -215,7 +230,7 @@ def score_grid_answer(completion: str, target: dict, decoder: TableDecoder | Non
         if decoder is None:
             raise ValueError("a <seg> answer needs the sample's TableDecoder")
         gt_small = gt_mask(target["mask_rle"], (decoder.h, decoder.w))
-        scores["mask_iou"] = mask_iou_reward(mask_iou(decoder.decode(list(g.anchors)), gt_small))
+        scores["mask_iou"] = mask_iou_reward(target_iou(decoder.decode(list(g.anchors)), target, (decoder.h, decoder.w)))
         scores["point"] = point_reward(positions(g, grid), gt_small, grid.width, grid.height)
     elif kind == "box":
         scores["box"] = box_reward(decode_box(g, grid), target["box"], grid.width, grid.height)
@@ -264,13 +279,14 @@ def score_refinement(completion: str, previous: str, target: dict, decoder: Tabl
             boxes.append(box_refine_gain(decode_box(g, grid), decode_box(g, grid, grp.steps), target["box"],
                                          grid.width, grid.height))
             continue
-        points += refine_point_scores(g.anchors, grp.steps, gt_full, grid, target["regions"], target.get("offsets"))
+        points += refine_point_scores(g.anchors, grp.steps, gt_full, grid, target["regions"], target.get("offsets"),
+                                      ignore_mask(target))
         if g.kind == "seg":
             if decoder is None:
                 raise ValueError("a <seg> refinement needs the sample's TableDecoder")
-            gt_small = gt_mask(target["mask_rle"], (decoder.h, decoder.w))
-            masks.append(mask_iou_gain(mask_iou(decoder.decode(list(g.anchors)), gt_small),
-                                       mask_iou(decoder.decode(list(g.anchors), list(grp.steps)), gt_small)))
+            shape = (decoder.h, decoder.w)
+            masks.append(mask_iou_gain(target_iou(decoder.decode(list(g.anchors)), target, shape),
+                                       target_iou(decoder.decode(list(g.anchors), list(grp.steps)), target, shape)))
     if points:
         scores["refine_point"] = refine_point_reward(points)
     if boxes:

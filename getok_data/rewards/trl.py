@@ -26,6 +26,8 @@ from . import core
 
 COLUMNS = ("stage", "task", "grid_n", "grid_m", "width", "height", "gt_box", "gt_mask_rle",
            "cand_npz", "previous", "regions", "offsets")
+# Read when the export has them (docs/FORMAT.md section 7): a no-target query, an ignore region.
+OPTIONAL_COLUMNS = ("no_target", "gt_ignore_rle")
 
 
 def completion_text(completion: Any) -> str:
@@ -56,7 +58,7 @@ def _row(columns: dict[str, Sequence], k: int) -> dict[str, Any]:
     missing = [c for c in COLUMNS if c not in columns]
     if missing:
         raise KeyError(f"GETok rewards need the exported columns {missing} (getok-data export chat)")
-    return {c: columns[c][k] for c in COLUMNS}
+    return {c: columns[c][k] for c in COLUMNS + tuple(c for c in OPTIONAL_COLUMNS if c in columns)}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -65,7 +67,8 @@ def _scores_cached(text: str, row_json: str) -> tuple[tuple[str, float], ...]:
     n, m = int(row["grid_n"]), int(row["grid_m"])
     grid = Grid(n, float(row["width"]), float(row["height"]), m)
     target = {"mask_rle": row["gt_mask_rle"], "box": row["gt_box"], "regions": row["regions"],
-              "offsets": row["offsets"] or None}
+              "offsets": row["offsets"] or None, "no_target": bool(row.get("no_target")),
+              "ignore_rle": row.get("gt_ignore_rle") or None}
     kind = row["task"]
     needs_table = kind == "seg" and row.get("cand_npz")
     decoder = _decoder(str(row["cand_npz"]), n, m) if needs_table else None
@@ -84,7 +87,7 @@ def _plain(value: Any) -> Any:
 def row_scores(completion: Any, row: dict[str, Any]) -> dict[str, float]:
     """All reward components for one completion and one exported row (cached)."""
     text = completion_text(completion)
-    key = json.dumps({c: row[c] for c in COLUMNS}, sort_keys=True, default=_plain)
+    key = json.dumps({c: row[c] for c in COLUMNS + OPTIONAL_COLUMNS if c in row}, sort_keys=True, default=_plain)
     return dict(_scores_cached(text, key))
 
 

@@ -16,6 +16,9 @@ SOURCES.declare("synthetic", "getok_data.sources.synthetic")
 for _name in ("refcoco", "refcoco+", "refcocog"):
     SOURCES.declare(_name, "getok_data.sources.refer")
 SOURCES.declare("coco", "getok_data.sources.coco")
+SOURCES.declare("grefcoco", "getok_data.sources.grefcoco")  # gRefCOCO: multi- and no-target refs
+SOURCES.declare("reasonseg", "getok_data.sources.reasonseg")  # LISA's ReasonSeg, with ignore regions
+SOURCES.declare("hf", "getok_data.sources.hf")  # Hugging Face parquet / arrow sets, images embedded
 
 __all__ = ["SOURCES", "get_source", "source_names", "Source", "SyntheticSource", "UnsafePickleError",
            "safe_load", "DEFAULT_SIZES"]

@@ -68,7 +68,8 @@ Grounding = Union[Point, Box, Mask, Polyline]
 Item = Union[Point, Box, Mask, Polyline, Refinement]
 
 # Anchor-count rules, shared by groundings and their offset groups.
-_COUNT = {"point": (1, 1), "box": (2, 2), "seg": (1, None), "pl": (2, None)}
+# ``<seg></seg>`` (no anchors) is the no-target answer (gRefCOCO; docs/FORMAT.md section 3).
+_COUNT = {"point": (1, 1), "box": (2, 2), "seg": (0, None), "pl": (2, None)}
 
 
 class ParseError(ValueError):

@@ -86,11 +86,27 @@ def box_iou(a: Sequence[float] | None, b: Sequence[float] | None) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two bool masks of one shape; 0 when both are empty."""
-    union = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / union if union else 0.0
+def intersection_union(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> tuple[int, int]:
+    """``(I, U)`` pixel counts of two bool masks of one shape; pixels of ``ignore`` (ReasonSeg's
+    label-255 regions) count for neither, as LISA's ``intersectionAndUnionGPU(..., ignore_index=255)``
+    (for cIoU = sum I / sum U over a split)."""
+    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction {pred.shape} and GT {gt.shape} differ in shape")
+    if ignore is not None:
+        ignore = np.asarray(ignore, bool)
+        if ignore.shape != gt.shape:
+            raise ValueError(f"ignore mask {ignore.shape} and GT {gt.shape} differ in shape")
+        pred, gt = pred & ~ignore, gt & ~ignore
+    return int(np.count_nonzero(pred & gt)), int(np.count_nonzero(pred | gt))
+
+
+def mask_iou(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None, empty: float = 0.0) -> float:
+    """IoU of two bool masks with ``ignore`` pixels left out; ``empty`` when the union is empty
+    (1.0 scores an empty answer to a no-target query, gRefCOCO; 0.0 where a GT was expected)."""
+    inter, union = intersection_union(pred, gt, ignore)
+    return inter / union if union else float(empty)
 
 
 __all__ = ["anchor_positions", "anchor_counts", "refinement_matches", "parse_refinement", "box_corner_step",
-           "offset_answer", "box_iou", "mask_iou", "STEP_PREFERENCE"]
+           "offset_answer", "box_iou", "mask_iou", "intersection_union", "STEP_PREFERENCE"]

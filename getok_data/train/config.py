@@ -18,6 +18,7 @@ DATA: dict[str, Any] = {
     "sample_shuffle": 64,  # images
     "shuffle_buffer": 0,  # examples; 0 keeps an image's examples together (one CNN pass per image)
     "resample": False,
+    "keep_low_quality": False,  # also train on targets flagged low_quality (selection.min_token_iou)
     "tasks": {"seg": 0.6, "box": 0.2, "point": 0.2},  # grid-stage task mix
     "offset_rate": 0.5,  # stage both: chance of an offset example per (target, sentence)
     "jitter_move": 0.3, "jitter_extra": 0.7, "jitter_far": 1.0,  # offset stage: jittered GT answers to refine

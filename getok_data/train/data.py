@@ -160,7 +160,7 @@ class ShardStream(IterableDataset):
 # ---------------------------------------------------------------- examples of one image
 
 def target_info(meta: dict, t: dict) -> dict:
-    keys = ("mask_rle", "box", "offsets", "regions", "anchors", "tokens", "token_iou")
+    keys = ("mask_rle", "box", "offsets", "regions", "anchors", "tokens", "token_iou", "no_target", "ignore_rle")
     return {**{k: t.get(k) for k in keys}, "width": meta["width"], "height": meta["height"],
             "n": meta["grid"]["n"], "m": meta["grid"]["m"]}
 
@@ -172,19 +172,27 @@ def expand_sample(meta: dict, image: np.ndarray, cfg: dict, stage: str, rng: np.
     weights = cfg["tasks"]
     names = [k for k in ("seg", "box", "point") if weights.get(k, 0) > 0]
     p = np.array([weights[k] for k in names], float)
+    keep_low = cfg["keep_low_quality"]
     for ti, t in enumerate(meta["targets"]):
+        if t.get("low_quality") and not keep_low:
+            continue  # below selection.min_token_iou: its tokens do not reproduce the GT well enough
         info = target_info(meta, t)
+        no_target = bool(t.get("no_target"))
         for sent in t["sentences"]:
             base = dict(key=meta["key"], target=ti, sentence=sent, image=image, info=info, table=table)
             if stage == "eval":
-                for task in ("seg", "box", "point"):
+                for task in (("seg",) if no_target else ("seg", "box", "point")):
                     yield Example(task=task, answer=t["tokens"][task] or "", **base)
                 continue
             if stage in ("grid", "both"):
                 task = names[rng.choice(len(names), p=p / p.sum())]
-                if t["tokens"][task] is None:
+                if no_target:
+                    task = "seg"  # a no-target query's only answer is the empty <seg></seg>
+                elif t["tokens"][task] is None:
                     task = "box"  # no seg tokens for this target (see tokens.seg_reason)
                 yield Example(task=task, answer=t["tokens"][task], **base)
+            if no_target and not t["refine"]:
+                continue
             if stage in ("offset", "both") and rng.random() < cfg["offset_rate"]:
                 prev = offset_prompt(t, info, cfg, rng)
                 yield Example(task="offset", previous=prev, answer=offset_answer(parse(prev, info["n"]), info), **base)
@@ -195,7 +203,7 @@ def offset_prompt(t: dict, info: dict, cfg: dict, rng: np.random.Generator) -> s
     cfg = data_options(cfg)
     n = info["n"]
     options = [r["prompt"] for r in t["refine"]]
-    if t["tokens"]["seg"] is not None:
+    if t["tokens"]["seg"] is not None and not t.get("no_target"):  # no-target: its sampled anchors to delete
         options.append("jitter")
     choice = options[rng.integers(len(options))]
     if choice != "jitter":
