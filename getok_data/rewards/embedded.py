@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from . import core
-from .trl import COLUMNS, row_scores
+from .trl import COLUMNS, REWARDS, row_scores
 
 _MARKERS = re.compile(r"<\|[^<>|]*\|>|</s>|<s>|<eos>|<pad>")
 
@@ -39,11 +39,16 @@ def parse_ground_truth(gt: Any) -> dict[str, Any]:
     return gt
 
 
+# Every row reports the same keys (0.0 where a component does not apply): EasyR1 and verl collect
+# each key into one list per batch, which must be as long as the batch.
+KEYS = tuple(dict.fromkeys(s.key for s in REWARDS))
+
+
 def score(response: str, gt: Any) -> dict[str, float]:
-    """Every reward component of ``response`` plus ``overall`` (their weighted total)."""
+    """Every reward component of ``response`` (``KEYS``) plus ``overall`` (their weighted total)."""
     row = parse_ground_truth(gt)
     comps = row_scores(clean_response(response), row)
-    return dict(comps, overall=core.weighted_total(comps))
+    return dict({k: float(comps.get(k, 0.0)) for k in KEYS}, overall=core.weighted_total(comps))
 
 
 def floor(gt: Any) -> float:
