@@ -8,7 +8,9 @@ return holds ``score``. Ground truth comes only from the row (read back from the
 """
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -48,9 +50,18 @@ def _offset_wrong(answer: str) -> str:
     return answer.replace("<DELETE>", "<OFF_0_0>") if "<DELETE>" in answer else answer.replace("<OFF_0_0>", "<DELETE>")
 
 
+def _load_by_path(module) -> object:
+    """Load the reward file the way EasyR1's FunctionRewardManager and verl's custom_reward_function do."""
+    spec = importlib.util.spec_from_file_location("custom_reward_fn", module.__file__)
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules["custom_reward_fn"] = loaded
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
 def test_easyr1_batch_and_sequential(exported):
     rows = exported["easyr1"]
-    fn = partial(easyr1.compute_score)  # FunctionRewardManager wraps it with the configured kwargs
+    fn = partial(_load_by_path(easyr1).compute_score)  # FunctionRewardManager wraps it with the configured kwargs
     gt = np.array([r["answer"] for r in rows], dtype=object)  # non_tensor_batch["ground_truth"]
     truth = fn([{"response": r["solution"] + "<|im_end|>", "response_length": 5, "ground_truth": gt[i]}
                 for i, r in enumerate(rows)])
@@ -72,18 +83,19 @@ def test_easyr1_batch_and_sequential(exported):
 
 def test_verl_compute_score(exported):
     rows = exported["verl"]
+    compute_score = _load_by_path(verl).compute_score
     for r in rows:
         call = dict(data_source=r["data_source"], ground_truth=r["reward_model"]["ground_truth"],
                     extra_info=r["extra_info"])
-        good = verl.compute_score(solution_str=r["reward_model"]["ground_truth"], **call)
+        good = compute_score(solution_str=r["reward_model"]["ground_truth"], **call)
         assert set(good) == set(KEYS) | {"score"} and good["format"] == 1.0
-        bad = [verl.compute_score(solution_str=g, **call)["score"] for g in GARBAGE]
+        bad = [compute_score(solution_str=g, **call)["score"] for g in GARBAGE]
         assert bad == [floor(r["extra_info"])] * len(GARBAGE)
-        assert good["score"] >= verl.compute_score(solution_str=_shifted(r["extra_info"]["solution"]), **call)["score"]
+        assert good["score"] >= compute_score(solution_str=_shifted(r["extra_info"]["solution"]), **call)["score"]
     with pytest.raises(ValueError, match="data_source 'openai/gsm8k'"):
-        verl.compute_score("openai/gsm8k", "42", "42", {})
+        compute_score("openai/gsm8k", "42", "42", {})
     with pytest.raises(ValueError, match="export easyr1|verl"):
-        verl.compute_score("getok", "x", "not json", None)
+        compute_score("getok", "x", "not json", None)
 
 
 def test_rows_need_no_filesystem(exported, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .embedded import parse_ground_truth, score
+from getok_data.rewards.embedded import parse_ground_truth, score  # absolute: EasyR1 / verl load this file by path
 
 DATA_SOURCE = "getok"
 
