@@ -139,7 +139,9 @@ def row_scores(completion: Any, row: dict[str, Any]) -> dict[str, float]:
 # ------------------------------------------------------------------ decoding completion ids
 def spatial_text_decoder(tokenizer: Any) -> Callable[[Sequence[int]], str]:
     """``ids -> text`` that keeps every spatial token (special or not) and drops the tokenizer's
-    other special tokens (eos, pad, chat-template markers), as TRL does for non-special ones."""
+    other special tokens (eos, pad, chat-template markers), as TRL does for non-special ones.
+    A processor is accepted too (its ``.tokenizer`` is used)."""
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     vocab = tokenizer.get_vocab()
     spatial = {vocab[t] for t in vocabulary_tokens(vocab)}
     drop = {int(i) for i in (getattr(tokenizer, "all_special_ids", None) or [])} - spatial
