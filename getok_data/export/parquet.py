@@ -6,7 +6,9 @@ what the GETok rewards need: ``ground_truth(row, table)`` is a JSON object with 
 (the compressed ``.cand.npz`` bytes, base64). Images are ``[{"bytes", "path"}]`` structs with
 the Hugging Face ``datasets`` feature metadata, so ``load_dataset("parquet", ...)`` decodes them
 to PIL images, and pandas / EasyR1 / verl read them as dicts holding ``bytes``. Rows are written
-one row group per sample batch, to a temporary file renamed when complete.
+in row groups of about ``BATCH_ROWS``, zstd-compressed, to a temporary file renamed when
+complete. The rows of one image are consecutive, so zstd stores its repeated image and table
+bytes about once (a grid-32 synthetic build: 183 KB for 322 rows vs 587 KB with snappy).
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ def write_parquet(out: Path, samples: Iterator[tuple[Sample, list[Row]]], stats:
         table = _table(batch, schema)
         if writer is None:
             schema = table.schema
-            writer = pq.ParquetWriter(str(tmp), schema)
+            writer = pq.ParquetWriter(str(tmp), schema, compression="zstd")
         writer.write_table(table)
         batch = []
 
