@@ -13,19 +13,19 @@ import torch
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_vlm import base_tokenizer_folder, processor_for, tiny_model  # noqa: E402
+from tiny_vlm import base_tokenizer_folder, processor_for, tiny_model
 
-import datasets  # noqa: E402
-from PIL import Image  # noqa: E402
-from transformers import AutoTokenizer  # noqa: E402
-from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer  # noqa: E402
+import datasets
+from PIL import Image
+from transformers import AutoTokenizer
+from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
-from getok_data.cli import main  # noqa: E402
-from getok_data.export import run_export  # noqa: E402
-from getok_data.export.trl import load  # noqa: E402
-from getok_data.interop import add_spatial_tokens  # noqa: E402
-from getok_data.rewards.trl import make_rewards, reward_weights, row_scores  # noqa: E402
-from getok_data.tokens import vocabulary  # noqa: E402
+from getok_data.cli import main
+from getok_data.export import run_export
+from getok_data.export.trl import load
+from getok_data.interop import add_spatial_tokens
+from getok_data.rewards.trl import make_rewards, reward_weights, row_scores
+from getok_data.tokens import vocabulary
 
 N = 4
 ANSWER = "<seg><grid_3_1><grid_0_2></seg><offset><box><OFF_-1_0><DELETE></box></offset>"

@@ -12,7 +12,6 @@ import importlib.util
 import re
 import sys
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq

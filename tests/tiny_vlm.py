@@ -1,7 +1,7 @@
 """A tiny random Qwen2-VL, its processor and a local tokenizer, built from configs on CPU (no hub).
 
 Used by the interop, export and TRL tests: hidden 32, one text layer, a one-block vision tower,
-images resized to 56x56 (4 patches of 14 -> 1 merged image token... 4 with merge 2x2 over 4x4).
+images resized to 56x56 (4x4 patches of 14 pixels, 4 image tokens after the 2x2 merge).
 """
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .rows import ExportStats, MediaWriter, Row, iter_rows
 from ..dataset import Sample
+from .rows import ExportStats, MediaWriter, Row, iter_rows
 
 # writer(out, samples_with_rows, media, stats) -> None; writes ``out`` atomically
 Writer = Callable[[Path, Iterator[tuple[Sample, list[Row]]], "MediaWriter | None", ExportStats], None]
