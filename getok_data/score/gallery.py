@@ -50,7 +50,7 @@ class Gallery:
             for c, e in enumerate(entries):
                 x, y = c * TILE, r * (TILE + 16)
                 canvas.paste(_tile(e), (x, y + 16))
-                draw.text((x + 2, y + 2), f"{'best' if r == 0 else 'worst'} {e.score:.3f} {e.row_id}"[:34], fill="black")
+                draw.text((x + 2, y + 2), f"{'best' if r == 0 else 'worst'} {e.score:.3f} {e.row_id[-24:]}", fill="black")
         p = Path(path)
         tmp = p.with_name(p.name + ".tmp")
         canvas.save(tmp, format="PNG")
