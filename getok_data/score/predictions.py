@@ -20,7 +20,7 @@ from pathlib import Path
 class Prediction:
     id: str
     text: str
-    refine: list[str] = field(default_factory=list)
+    refine: list[str] | None = None  # None: no "refine" field (a plain grid answer)
     line: int = 0
 
 
@@ -71,8 +71,8 @@ def read_predictions(path: str | Path) -> Predictions:
             if text is None:
                 out.bad_rows.append(f"line {lineno}: no string 'text'")
                 continue
-            refine = obj.get("refine") or []
-            if not isinstance(refine, list) or not all(isinstance(r, str) for r in refine):
+            refine = obj.get("refine")
+            if refine is not None and (not isinstance(refine, list) or not all(isinstance(r, str) for r in refine)):
                 out.bad_rows.append(f"line {lineno}: 'refine' is not a list of strings")
                 continue
             if isinstance(obj.get("id"), str):
@@ -86,5 +86,5 @@ def read_predictions(path: str | Path) -> Predictions:
             if key in table:
                 out.duplicates += 1  # the first one counts
                 continue
-            table[key] = Prediction(pid, text, list(refine), lineno)
+            table[key] = Prediction(pid, text, None if refine is None else list(refine), lineno)
     return out

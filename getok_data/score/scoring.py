@@ -100,7 +100,7 @@ class RowScorer:
     def score(self, row: ExpectedRow, pred: Prediction | None) -> tuple[dict, object]:
         """The row's fields (and the decoded result, for the gallery). ``pred`` None: missing."""
         text = pred.text if pred is not None else ""
-        turns = pred.refine if pred is not None else []
+        turns = pred.refine if pred is not None else None
         out = {"id": row.id, "key": self.meta["key"], "target_id": str(row.target["target_id"]),
                "sent_index": row.sent_index, "task": row.task, "stage": row.stage,
                "source": self.meta.get("source"), "split": self.meta.get("split"),
@@ -119,7 +119,7 @@ class RowScorer:
             item = parse_answer(text, n, row.task) if pred is not None else None
             ok = item is not None
             result = self._result(row.task, item)
-            if turns and row.task in ("seg", "box"):  # predict --stage offset: the model's own rounds
+            if turns is not None and row.task in ("seg", "box"):  # predict --stage offset: the model's own rounds
                 before = self._fields(row.task, row.target, result, ok)
                 if ok:
                     refined, ok = self._chain(row.task, item, turns)
@@ -134,6 +134,6 @@ class RowScorer:
         out["group"] = f"{out['stage']}/{row.task}"
         out["format_ok"] = ok
         if ok:
-            out["tokens"] = _ntokens(text) + sum(_ntokens(t) for t in turns)
+            out["tokens"] = _ntokens(text) + sum(_ntokens(t) for t in turns or [])
         out.update(fields)
         return out, result
