@@ -160,3 +160,12 @@ def test_scored_refinement_chain_matches_the_export_refine_row(tmp_path, build):
         ka = {k: v for k, v in a[f"offset/{task}"].items() if k != "tokens_per_answer"}
         kb = {k: v for k, v in b[f"offset/{task}"].items() if k != "tokens_per_answer"}
         assert ka == kb and ka["refine_gain"] != 0.0
+    # a turn that does not parse is a format failure of the whole answer; an empty list is no refinement
+    bad = [dict(p, refine=["<offset></offset>"]) for p in preds]
+    (tmp_path / "bad.jsonl").write_text("".join(json.dumps(p) + "\n" for p in bad))
+    c = score_build(str(build), tmp_path / "bad.jsonl", missing="skip")["metrics"]["all"]["offset/seg"]
+    assert c["format_failure"] == 1.0 and c["giou"] == 0.0 and c["refine_gain"] == pytest.approx(-c["iou_before"])
+    none = [dict(p, refine=[]) for p in preds]
+    (tmp_path / "none.jsonl").write_text("".join(json.dumps(p) + "\n" for p in none))
+    d = score_build(str(build), tmp_path / "none.jsonl", missing="skip")["metrics"]["all"]["offset/seg"]
+    assert d["format_failure"] == 0.0 and d["refine_gain"] == 0.0 and d["giou"] == d["iou_before"]

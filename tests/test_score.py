@@ -318,3 +318,24 @@ def test_gallery_and_bad_options(build, rows, tmp_path):
     assert res.exit_code == 1 and "nope" in res.output
     res = CliRunner().invoke(main, ["score", "--data", str(build), "--pred", str(tmp_path / "none.jsonl")])
     assert res.exit_code == 1 and "none.jsonl" in res.output
+
+
+def test_unreadable_sample_is_reported_not_fatal(build, rows, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(build, broken)
+    shard = sorted(broken.glob("shard-*.tar"))[0]
+    with tarfile.open(shard) as tf:
+        members = [(i, tf.extractfile(i).read()) for i in tf.getmembers()]
+    bad_key = members[0][0].name.split(".")[0]
+    with tarfile.open(shard, "w") as tf:
+        for info, data in members:
+            if info.name == f"{bad_key}.json":
+                data = b"{not json"
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    seg = [r for r in rows if r["stage"] == "grid" and r["task"] == "seg"]
+    rep = score_build(str(broken), write_preds(tmp_path / "p.jsonl", oracle(seg)))
+    lost = [r for r in seg if r["key"] == bad_key]
+    assert rep["join"]["bad_samples"] == 1 and bad_key in rep["join"]["bad_sample_examples"][0]
+    assert rep["join"]["unknown"] == len(lost) > 0
+    assert rep["metrics"]["all"]["grid/seg"]["n"] == len(seg) - len(lost)

@@ -50,12 +50,12 @@ def score(data, pred, decoder, seg_name, sam_model, sam_checkpoint, points_per_b
                  "points_per_batch": points_per_batch, "multimask": multimask, "dtype": dtype, "device": device}
     try:
         report = score_build(data, pred, decoder, overrides, empty_union, count, missing, per_sample, gallery)
-    except (ScoreError, DatasetError, FileNotFoundError) as e:
+    except (ScoreError, DatasetError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     j = report["join"]
-    for what in ("unknown", "duplicates", "bad_rows"):
+    for what in ("unknown", "duplicates", "bad_rows", "bad_samples"):
         if j[what]:
-            click.echo(f"warning: {j[what]} prediction row(s) {what.replace('_', ' ')}", err=True)
+            click.echo(f"warning: {what.replace('_', ' ')}: {j[what]}", err=True)
     if j["missing"]:
         click.echo(f"warning: missing predictions per task: {j['missing']} (--missing {missing})", err=True)
     for group, m in sorted(report["metrics"]["all"].items()):

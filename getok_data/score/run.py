@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..dataset import Dataset
+from ..dataset import Dataset, Sample, iter_tar
 from .decoders import MaskDecoder, segmenter_config
 from .gallery import Gallery
 from .metrics import COUNTS, DEFAULT_COUNT, DEFAULT_EMPTY_UNION, EMPTY_UNION, breakdown
@@ -58,11 +58,8 @@ def score_build(data: str, pred_path: str | os.PathLike, decoder: str = "table",
     masks = MaskDecoder(decoder, seg_cfg)
     keep = Gallery(gallery_k) if gallery else None
     every: list[dict] = []
-    for sample in ds.samples():
-        rows = list(expected_rows(sample.meta))
-        if not rows:
-            continue
-        scorer = RowScorer(masks.for_sample(sample), sample.meta, empty_union)
+    bad_samples: list[str] = []
+    for sample, rows, scorer in _samples(ds, masks, empty_union, bad_samples):
         for row in rows:
             pred = preds.lookup(row.id, row.alt)
             fields, result = scorer.score(row, pred)
@@ -81,7 +78,8 @@ def score_build(data: str, pred_path: str | os.PathLike, decoder: str = "table",
         "join": {
             "predictions": len(preds.by_id) + len(preds.by_alt), "matched": len(every) - len(absent),
             "unknown": len(unknown), "unknown_examples": unknown[:5],
-            "duplicates": preds.duplicates, "bad_rows": len(preds.bad_rows),
+            "duplicates": preds.duplicates, "bad_samples": len(bad_samples),
+            "bad_sample_examples": bad_samples[:5], "bad_rows": len(preds.bad_rows),
             "bad_row_examples": preds.bad_rows[:5],
             "missing": dict(sorted(Counter(r["group"] for r in absent if r["group"] in predicted).items())),
             "unpredicted": dict(sorted(Counter(r["group"] for r in absent if r["group"] not in predicted).items())),
@@ -93,6 +91,25 @@ def score_build(data: str, pred_path: str | os.PathLike, decoder: str = "table",
     if keep is not None:
         keep.render(gallery)
     return report
+
+
+def _samples(ds: Dataset, masks: MaskDecoder, empty_union: str, bad: list[str]):
+    """(sample, its export rows, its scorer) for every readable sample; an unreadable one is
+    recorded in ``bad`` (``shard/key: why``) and its predictions end up ``unknown``."""
+    names = ds.shard_names()
+    if not names:
+        raise ScoreError(f"{ds.url}: no shard-*.tar found")
+    for name in names:
+        for key, members in iter_tar(ds.read_shard(name)):
+            try:
+                sample = Sample(key, members, name)
+                rows = list(expected_rows(sample.meta))
+                scorer = RowScorer(masks.for_sample(sample), sample.meta, empty_union) if rows else None
+            except (ValueError, KeyError, TypeError) as e:  # DatasetError, TableError, bad JSON, bad fields
+                bad.append(f"{name}/{key}: {type(e).__name__}: {e}")
+                continue
+            if rows:
+                yield sample, rows, scorer
 
 
 def _write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
