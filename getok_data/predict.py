@@ -185,3 +185,92 @@ def predict_build(data: str, model_dir: str, out: str | os.PathLike, tasks: tupl
     return {"rows": len(jobs), "out": str(path), "model": str(model_dir), "stage": stage,
             "rounds": rounds if stage == "offset" else 0, "tasks": list(tasks), "device": str(gen.device),
             "seconds": round(time.time() - t0, 3)}
+
+
+# ---------------------------------------------------------------- the bundled trainer's checkpoints
+def _export_positions(ds: Dataset) -> dict[tuple[str, int], tuple[str, list[int | None]]]:
+    """(key, target index) -> (target_id, export sentence index of each raw sentence; None: not exported)."""
+    out = {}
+    for sample in ds.samples():
+        for ti, t in enumerate(sample.meta["targets"]):
+            k, idx = 0, []
+            for s in t.get("sentences") or []:
+                idx.append(k if s and s.strip() else None)
+                k += bool(s and s.strip())
+            out[(sample.key, ti)] = (str(t["target_id"]), idx)
+    return out
+
+
+def predict_checkpoint(data: str, ckpt: str, out: str | os.PathLike, rounds: int = 0, limit: int | None = None,
+                       batch_size: int = 96, mode: str = "strict") -> dict:
+    """The bundled trainer's answers (``getok-data eval``'s decoding: constrained greedy, ``rounds``
+    refinement turns on every task, re-quantised between rounds) as prediction rows for ``score``."""
+    import itertools
+
+    import torch
+
+    from .train.checkpoint import load_checkpoint
+    from .train.decoding import generate
+    from .train.evaluate import Outcome, encode_batch, eval_examples
+
+    t0 = time.time()
+    ds = Dataset(data)
+    model, _ = load_checkpoint(ckpt)
+    if ds.grid_n() != model.cfg.n:
+        raise PredictError(f"checkpoint grid n={model.cfg.n} but {data} has n={ds.grid_n()}")
+    model.eval()
+    where = _export_positions(ds)
+    seen: dict[tuple[str, int], int] = {}
+    examples = eval_examples(data, model.cfg.image_size, limit)
+    rows: list[dict] = []
+    skipped = 0
+    with torch.no_grad():
+        while batch := list(itertools.islice(examples, batch_size)):
+            enc = encode_batch(model, batch)
+            texts = generate(model, enc, [e.task for e in batch], [""] * len(batch), mode=mode).texts(model.vocab)
+            decoders: dict[str, TableDecoder] = {}
+            outs, recs = [], []
+            for e, text in zip(batch, texts):
+                if e.key not in decoders:
+                    decoders[e.key] = TableDecoder(e.table, e.info["n"], e.info["m"])
+                o = Outcome(e, e.task, decoders[e.key])
+                o.set_answer(text)
+                outs.append(o)
+                if e.task == "seg":
+                    seen[(e.key, e.target)] = seen.get((e.key, e.target), -1) + 1
+                tid, idx = where[(e.key, e.target)]
+                si = idx[seen[(e.key, e.target)]]
+                rec = {"id": f"{e.key}/{tid}/{si}/{e.task}", "text": text}
+                if rounds:
+                    rec.update(refine=[], previous=[])
+                recs.append(rec if si is not None else None)
+            for _ in range(rounds):  # as train.evaluate.run_refinement, keeping the turns
+                live = [k for k, o in enumerate(outs) if o.item is not None]
+                if not live:
+                    break
+                prev = [encode(outs[k].item) for k in live]
+                gen = generate(model, _select(enc, live), ["offset"] * len(live), prev, mode=mode)
+                for k, text, p in zip(live, gen.texts(model.vocab), prev):
+                    outs[k].refine(text, p)
+                    if recs[k] is not None:
+                        recs[k]["refine"].append(text)
+                        recs[k]["previous"].append(p)
+            skipped += sum(r is None for r in recs)
+            rows += [r for r in recs if r is not None]
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return {"rows": len(rows), "out": str(path), "ckpt": str(ckpt), "stage": "offset" if rounds else "grid",
+            "rounds": rounds, "skipped_empty_sentences": skipped, "seconds": round(time.time() - t0, 3)}
+
+
+def _select(enc: dict, rows: list[int]) -> dict:
+    import torch
+
+    from .train.model import select_enc
+
+    return select_enc(enc, torch.tensor(rows))

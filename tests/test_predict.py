@@ -157,15 +157,48 @@ def test_scored_refinement_chain_matches_the_export_refine_row(tmp_path, build):
     a = score_build(str(build), tmp_path / "chain.jsonl", missing="skip")["metrics"]["all"]
     b = score_build(str(build), tmp_path / "direct.jsonl", missing="skip")["metrics"]["all"]
     for task in ("seg", "box"):
-        ka = {k: v for k, v in a[f"offset/{task}"].items() if k != "tokens_per_answer"}
+        ka = {k: v for k, v in a[f"refined/{task}"].items() if k != "tokens_per_answer"}
         kb = {k: v for k, v in b[f"offset/{task}"].items() if k != "tokens_per_answer"}
         assert ka == kb and ka["refine_gain"] != 0.0
     # a turn that does not parse is a format failure of the whole answer; an empty list is no refinement
     bad = [dict(p, refine=["<offset></offset>"]) for p in preds]
     (tmp_path / "bad.jsonl").write_text("".join(json.dumps(p) + "\n" for p in bad))
-    c = score_build(str(build), tmp_path / "bad.jsonl", missing="skip")["metrics"]["all"]["offset/seg"]
+    c = score_build(str(build), tmp_path / "bad.jsonl", missing="skip")["metrics"]["all"]["refined/seg"]
     assert c["format_failure"] == 1.0 and c["giou"] == 0.0 and c["refine_gain"] == pytest.approx(-c["iou_before"])
     none = [dict(p, refine=[]) for p in preds]
     (tmp_path / "none.jsonl").write_text("".join(json.dumps(p) + "\n" for p in none))
-    d = score_build(str(build), tmp_path / "none.jsonl", missing="skip")["metrics"]["all"]["offset/seg"]
+    d = score_build(str(build), tmp_path / "none.jsonl", missing="skip")["metrics"]["all"]["refined/seg"]
     assert d["format_failure"] == 0.0 and d["refine_gain"] == 0.0 and d["giou"] == d["iou_before"]
+
+
+@pytest.mark.parametrize("rounds", [0, 1])
+def test_bundled_checkpoint_predict_score_equals_eval(build, tmp_path, rounds):
+    """``eval`` == ``predict --ckpt`` + ``score`` on the bundled trainer's (untrained, tiny) model."""
+    import yaml
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"image_size": 32, "d": 32, "heads": 2, "channels": [8, 16],
+                                             "text_buckets": 64, "max_words": 8},
+                                   "data": {"batch_size": 4, "workers": 0, "val": None}}))
+    ck = tmp_path / "s0.pt"
+    run = CliRunner()
+    res = run.invoke(main, ["train", "sft", "--config", str(cfg), "--data", str(build), "--steps", "0", "--out",
+                            str(ck), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    res = run.invoke(main, ["eval", "--ckpt", str(ck), "--data", str(build), "--refine-rounds", str(rounds)])
+    assert res.exit_code == 0, res.output
+    ev = json.loads(res.stdout.strip().splitlines()[-1])
+    pred = tmp_path / "p.jsonl"
+    args = ["predict", "--data", str(build), "--ckpt", str(ck), "--out", str(pred)]
+    res = run.invoke(main, args + (["--stage", "offset", "--rounds", str(rounds)] if rounds else []))
+    assert res.exit_code == 0, res.output
+    res = run.invoke(main, ["score", "--data", str(build), "--pred", str(pred), "--empty-union", "zero"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout.strip().splitlines()[-1])["metrics"]["all"]
+    stage = "refined" if rounds else "grid"
+    assert m[f"{stage}/seg"]["n"] == ev["n"]
+    assert m[f"{stage}/seg"]["giou"] == pytest.approx(ev["mask_giou"], abs=1e-12)
+    assert m[f"{stage}/seg"]["ciou"] == pytest.approx(ev["mask_ciou"], abs=1e-12)
+    assert m[f"{stage}/box"]["acc50"] == pytest.approx(ev["box_acc50"], abs=1e-12)
+    assert m[f"{stage}/box"]["acc80"] == pytest.approx(ev["box_acc80"], abs=1e-12)
+    assert m[f"{stage}/point"]["hit"] == pytest.approx(ev["point_hit"], abs=1e-12)

@@ -66,8 +66,10 @@ def score(data, pred, decoder, seg_name, sam_model, sam_checkpoint, points_per_b
 
 @click.command()
 @click.option("--data", required=True, help="Build folder (or fsspec URL) holding shard-*.tar.")
-@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False),
               help="A transformers vision-language model folder (AutoModelForImageTextToText + AutoProcessor).")
+@click.option("--ckpt", type=click.Path(exists=True, dir_okay=False),
+              help="Or a bundled-trainer checkpoint (eval's decoding; --stage offset refines every task).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Prediction JSONL to write.")
 @click.option("--task", "tasks", default="seg,box,point", show_default=True, help="Comma-separated tasks.")
 @click.option("--stage", type=click.Choice(["grid", "offset"]), default="grid", show_default=True,
@@ -77,14 +79,21 @@ def score(data, pred, decoder, seg_name, sam_model, sam_checkpoint, points_per_b
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--max-new-tokens", type=int, default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
-def predict(data, model_dir, out, tasks, stage, rounds, limit, batch_size, max_new_tokens, device) -> None:
-    """Run a vision-language model on the build's prompts; write prediction rows for ``score``."""
+@click.option("--mode", type=click.Choice(["strict", "grammar", "none"]), default="strict", show_default=True,
+              help="--ckpt: the decoding constraint (as eval).")
+def predict(data, model_dir, ckpt, out, tasks, stage, rounds, limit, batch_size, max_new_tokens, device, mode) -> None:
+    """Run a vision-language model (or a bundled checkpoint) on the build's prompts; write rows for ``score``."""
     from ..dataset import DatasetError
-    from ..predict import PredictError, predict_build
+    from ..predict import PredictError, predict_build, predict_checkpoint
 
+    if (model_dir is None) == (ckpt is None):
+        _fail("give exactly one of --model and --ckpt")
     try:
-        summary = predict_build(data, model_dir, out, tuple(t for t in tasks.split(",") if t), stage, rounds,
-                                limit, batch_size, max_new_tokens, device)
+        if ckpt:  # --limit counts (target, sentence) pairs, as eval's
+            summary = predict_checkpoint(data, ckpt, out, rounds if stage == "offset" else 0, limit, batch_size, mode)
+        else:
+            summary = predict_build(data, model_dir, out, tuple(t for t in tasks.split(",") if t), stage, rounds,
+                                    limit, batch_size, max_new_tokens, device)
     except (PredictError, DatasetError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     click.echo(json.dumps(summary, sort_keys=True))

@@ -119,13 +119,13 @@ class RowScorer:
             item = parse_answer(text, n, row.task) if pred is not None else None
             ok = item is not None
             result = self._result(row.task, item)
-            if turns is not None and row.task in ("seg", "box"):  # predict --stage offset: the model's own rounds
+            if turns is not None:  # predict --stage offset: the model's own refinement rounds
                 before = self._fields(row.task, row.target, result, ok)
                 if ok:
                     refined, ok = self._chain(row.task, item, turns)
                     result = refined if refined is not None else result
                 fields = self._fields(row.task, row.target, result, ok)
-                out["stage"] = "offset"
+                out["stage"] = "refined"
                 out["gain"] = self._iou_of(row.task, fields) - self._iou_of(row.task, before)
                 out["iou_before"] = self._iou_of(row.task, before)
                 out["rounds"] = len(turns)
