@@ -105,7 +105,7 @@ def units_of(rows: list[dict], count: str) -> list[dict]:
 
 
 def summarize(rows: Iterable[dict], count: str = DEFAULT_COUNT) -> dict:
-    """``{group: metrics}`` for every metrics group (``grid/seg``, ``offset/box``, ...)."""
+    """``{group: metrics}`` for every metrics group (``grid/seg``, ``offset/box``, ``refined/seg``, ...)."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         groups[r["group"]].append(r)

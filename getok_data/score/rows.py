@@ -22,7 +22,8 @@ class ExpectedRow:
 
     @property
     def group(self) -> str:
-        """Metrics group: ``grid/seg`` ... or ``offset/seg`` ... (answers after refinement)."""
+        """Metrics group: ``grid/seg`` ... or ``offset/seg`` ... (the export's refine rows); a grid
+        row answered with its own refinement turns is scored in ``refined/...`` instead."""
         return f"{self.stage}/{self.task}"
 
 

@@ -57,7 +57,7 @@ class RowScorer:
         from ..train.evaluate import requantise
 
         result = None
-        for k, turn in enumerate(turns):
+        for turn in turns:
             if item is None or (task == "seg" and not item.anchors):
                 return result, True  # nothing left to refine
             parsed = parse_refinement(turn, encode(item), self.grid.n)
