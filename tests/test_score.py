@@ -339,3 +339,35 @@ def test_unreadable_sample_is_reported_not_fatal(build, rows, tmp_path):
     assert rep["join"]["bad_samples"] == 1 and bad_key in rep["join"]["bad_sample_examples"][0]
     assert rep["join"]["unknown"] == len(lost) > 0
     assert rep["metrics"]["all"]["grid/seg"]["n"] == len(seg) - len(lost)
+
+
+def test_task_registries_plug_a_new_task_in(build):
+    """The lane hook: a task registered in both registries is scored and summarised."""
+    from getok_data.score import ROW_FIELDS, TASK_METRICS, register_metric, register_row_fields
+    from getok_data.score.decoders import SampleMasks
+    from getok_data.score.metrics import common, summarize
+    from getok_data.score.predictions import Prediction
+    from getok_data.score.rows import ExpectedRow
+    from getok_data.score.scoring import RowScorer
+
+    @register_row_fields("pl")
+    def pl_fields(target, pos, ok, grid):
+        return {"n_points": len(pos) if ok else 0}
+
+    @register_metric("pl")
+    def pl_metrics(units):
+        return {**common(units), "mean_points": float(np.mean([u["n_points"] for u in units]))}
+
+    try:
+        sample = next(Dataset(str(build)).samples())
+        scorer = RowScorer(SampleMasks(sample), sample.meta)
+        t = sample.targets[0]
+        row = ExpectedRow("x/0/0/pl", "grid", "pl", "", "", t, 0, ("x", "0", "0", "pl"))
+        good, _ = scorer.score(row, Prediction("x", "<pl><grid_0_0><grid_1_1><grid_2_2></pl>"))
+        bad, _ = scorer.score(row, Prediction("y", "<seg><grid_0_0></seg>"))
+        assert good["n_points"] == 3 and good["format_ok"] and bad["n_points"] == 0 and not bad["format_ok"]
+        m = summarize([dict(good, key="k", target_id="a"), dict(bad, key="k", target_id="b")])["grid/pl"]
+        assert m["mean_points"] == 1.5 and m["format_failure"] == 0.5 and m["n"] == 2
+    finally:
+        ROW_FIELDS.pop("pl", None)
+        TASK_METRICS.pop("pl", None)

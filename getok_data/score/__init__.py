@@ -7,5 +7,7 @@ ties them together.
 """
 from .metrics import COUNTS, EMPTY_UNION, TASK_METRICS, register_metric, summarize
 from .run import ScoreError, score_build
+from .scoring import ROW_FIELDS, register_row_fields
 
-__all__ = ["COUNTS", "EMPTY_UNION", "TASK_METRICS", "register_metric", "summarize", "ScoreError", "score_build"]
+__all__ = ["COUNTS", "EMPTY_UNION", "TASK_METRICS", "ROW_FIELDS", "register_metric", "register_row_fields",
+           "summarize", "ScoreError", "score_build"]

@@ -9,16 +9,33 @@ prediction on an empty target, after ``ignore_rle``) scores ``1`` (``one``, LISA
 from __future__ import annotations
 
 import re
+from typing import Any, Callable
 
 import numpy as np
 
 from ..rewards.core import box_iou, gt_mask, inside, parse_grounding, parse_refinement
-from ..tokens import Box, Mask, decode_box, decode_point, encode, tokenize
+from ..tokens import Grid, Mask, decode_box, decode_point, encode, positions, tokenize
 from .decoders import SampleMasks
 from .predictions import Prediction
 from .rows import ExpectedRow
 
 EMPTY_SEG = re.compile(r"\s*<seg>\s*</seg>\s*")
+
+RowFields = Callable[[dict, Any, bool, Grid], dict]
+ROW_FIELDS: dict[str, RowFields] = {}
+
+
+def register_row_fields(task: str) -> Callable[[RowFields], RowFields]:
+    """Register the per-row fields of a task beyond seg / box / point (e.g. lanes):
+    ``fn(target, positions, ok, grid) -> {field: value}``, where ``positions`` are the answer's
+    pixel positions (refined when it was refined; None: deleted) or None for a format failure.
+    Its summary goes to :func:`getok_data.score.metrics.register_metric`."""
+
+    def deco(fn: RowFields) -> RowFields:
+        ROW_FIELDS[task] = fn
+        return fn
+
+    return deco
 
 
 def parse_answer(text: str, n: int, kind: str):
@@ -48,7 +65,9 @@ class RowScorer:
             return self.masks.mask(item.anchors, steps) if item.anchors else np.zeros(self.masks.shape, bool)
         if task == "box":
             return decode_box(item, self.grid, tuple(steps) if steps else ((0, 0), (0, 0)))
-        return decode_point(item, self.grid, steps[0] if steps else (0, 0))
+        if task == "point":
+            return decode_point(item, self.grid, steps[0] if steps else (0, 0))
+        return positions(item, self.grid, tuple(steps) if steps else None)  # registered tasks
 
     def _chain(self, task: str, item, turns: list[str]):
         """Apply the model's own refinement turns, re-quantising between rounds (as ``eval``).
@@ -92,7 +111,8 @@ class RowScorer:
             gt = gt_mask(target["mask_rle"])
             hit = ok and result is not None and bool(inside(gt, [result], self.grid.width, self.grid.height)[0])
             return {"hit": hit}
-        return {}
+        fn = ROW_FIELDS.get(task)
+        return fn(target, result if ok else None, ok, self.grid) if fn is not None else {}
 
     def _iou_of(self, task: str, fields: dict) -> float:
         return fields.get("iou", fields.get("box_iou", float(fields.get("hit", 0.0))))
