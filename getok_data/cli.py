@@ -231,7 +231,7 @@ def _register_optional() -> None:
     """Commands from later modules (train, eval, export) register themselves when present."""
     import importlib
 
-    for mod in ("getok_data.train.cli", "getok_data.export.cli"):
+    for mod in ("getok_data.train.cli", "getok_data.export.cli", "getok_data.score.cli"):
         try:
             importlib.import_module(mod).register(main)
         except ModuleNotFoundError as e:

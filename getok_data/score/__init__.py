@@ -1,0 +1,13 @@
+"""Scoring any model's answers on a build (``getok-data score``), docs/SCORING.md.
+
+``predictions`` reads and joins prediction rows, ``rows`` lists what the build asks,
+``decoders`` turns answers into masks (table or segmenter), ``scoring`` scores one row,
+``metrics`` summarises per task (a registry), ``gallery`` draws the best and worst, ``run``
+ties them together.
+"""
+from .metrics import COUNTS, EMPTY_UNION, TASK_METRICS, register_metric, summarize
+from .run import ScoreError, score_build
+from .scoring import ROW_FIELDS, register_row_fields
+
+__all__ = ["COUNTS", "EMPTY_UNION", "TASK_METRICS", "ROW_FIELDS", "register_metric", "register_row_fields",
+           "summarize", "ScoreError", "score_build"]
