@@ -84,6 +84,11 @@ def annotate_target(target: Target, ptable: PackedTable, grid: Grid, cfg: dict, 
                 "names": [names[k] if k < len(names) else str(k) for k in idx],
                 "tokens": "".join(encode(p) for p in points),
             }
+    if target.polyline is not None:
+        from .lanes import lane_polyline
+
+        out["polyline"] = lane_polyline([tuple(p) for p in target.polyline], grid)
+        out["tokens"]["pl"] = out["polyline"]["tokens"]
     return out
 
 

@@ -22,7 +22,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config; flags override it.")
-@click.option("--src", help="synthetic | refcoco | refcoco+ | refcocog | coco")
+@click.option("--src", help="synthetic | refcoco | refcoco+ | refcocog | coco | tusimple | culane")
 @click.option("--split", help="Split to build (all, train, val, testA, ...).")
 @click.option("--size", type=int, help="synthetic: number of images.")
 @click.option("--seed", type=int, help="synthetic: scene seed.")
@@ -30,6 +30,7 @@ def main() -> None:
 @click.option("--image-root", type=click.Path(), help="Folder of the images (COCO train2014 for RefCOCO).")
 @click.option("--annotations", type=click.Path(), help="coco: instances json.")
 @click.option("--split-by", help="REFER splitBy (unc, umd, google).")
+@click.option("--list", "lane_list", type=click.Path(), help="culane: frame list relative to --data-root (list/train_gt.txt).")
 @click.option("--grid", "n", type=int, help="Grid size n (n x n anchor tokens).")
 @click.option("--m", "m", type=int, help="Offset lattice (default 2n: a step is half a cell).")
 @click.option("--offset-masks/--no-offset-masks", default=None,
@@ -58,7 +59,7 @@ def main() -> None:
 @click.option("--cpus-per-actor", type=float)
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
-def build(config_path, src, split, size, seed, data_root, image_root, annotations, split_by, n, m,
+def build(config_path, src, split, size, seed, data_root, image_root, annotations, split_by, lane_list, n, m,
           offset_masks, segmenter, sam_model, sam_checkpoint, points_per_batch, fast_decoder, multimask, dtype, device,
           table_max_side, method, tau, out, images_per_shard, limit, max_error_rate, force, runner, address, num_actors,
           gpus_per_actor, cpus_per_actor, no_progress, as_json) -> None:
@@ -68,7 +69,8 @@ def build(config_path, src, split, size, seed, data_root, image_root, annotation
 
     overrides = {
         "source": {"name": src, "split": split, "size": size, "seed": seed, "data_root": data_root,
-                   "image_root": image_root, "annotations": annotations, "split_by": split_by, "limit": limit},
+                   "image_root": image_root, "annotations": annotations, "split_by": split_by, "limit": limit,
+                   "list": lane_list},
         "grid": {"n": n, "m": m, "offset_masks": offset_masks},
         "segmenter": {"name": segmenter, "sam_model": sam_model, "sam_checkpoint": sam_checkpoint,
                       "points_per_batch": points_per_batch, "fast_decoder": fast_decoder, "multimask": multimask,

@@ -13,6 +13,7 @@ DEFAULTS: dict[str, Any] = {
     "source": {
         "name": "synthetic", "split": None, "size": None, "seed": 0, "limit": None,
         "data_root": None, "image_root": None, "annotations": None, "split_by": None,
+        "list": None,  # culane: frame list, e.g. list/train_gt.txt
     },
     # m defaults to 2n; offset_masks: also store the masks one offset step from every anchor, so a
     # refined anchor decodes exactly (auto: on for superpixel, where it is nearly free; off for SAM,
@@ -100,6 +101,8 @@ def output_config(cfg: dict) -> dict:
     out = {k: copy.deepcopy(cfg[k]) for k in OUTPUT_SECTIONS}
     if not out["grid"].get("offset_masks"):  # off: hashed as before the key existed, so old builds resume
         out["grid"].pop("offset_masks", None)
+    if out["source"].get("list") is None:  # unset: hashed as before the key existed
+        out["source"].pop("list", None)
     for k in RUNTIME_SEGMENTER_KEYS:
         out["segmenter"].pop(k, None)
     out["build"] = {k: cfg["build"][k] for k in OUTPUT_BUILD_KEYS}

@@ -43,6 +43,8 @@ class Target:
     # Optional keypoints [[x, y, v], ...] (COCO order) and their names.
     keypoints: list[list[float]] | None = None
     keypoint_names: list[str] | None = None
+    # Optional polyline [[x, y], ...] in pixels (lanes: ordered, clipped; getok_data/lanes.py).
+    polyline: list[list[float]] | None = None
 
 
 @dataclass

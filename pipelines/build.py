@@ -20,6 +20,8 @@ from getok_data.types import ImageRecord
 SOURCE_OPTIONS = {
     "synthetic": ("split", "size", "seed", "limit"),
     "coco": ("annotations", "image_root", "split", "limit"),
+    "tusimple": ("data_root", "split", "limit"),
+    "culane": ("data_root", "list", "split", "limit"),
 }
 REFER_OPTIONS = ("data_root", "image_root", "split_by", "split", "limit")
 MANIFEST = "manifest.json"

@@ -1,7 +1,8 @@
 """Grounding sources: ``get_source(name, **options)`` -> a ``Source`` yielding ``ImageRecord``s.
 
 Names: ``synthetic`` (embedded default, nothing to download), ``refcoco``, ``refcoco+``,
-``refcocog`` (REFER layout), ``coco`` (COCO instances / person-keypoints JSON).
+``refcocog`` (REFER layout), ``coco`` (COCO instances / person-keypoints JSON), ``tusimple`` and
+``culane`` (lanes as ``<pl>`` polylines).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from .coco import CocoSource
 from .refer import ReferSource
 from .safe_pickle import UnsafePickleError, safe_load
 from .synthetic import DEFAULT_SIZES, SyntheticSource
+from .culane import CulaneSource
+from .tusimple import TusimpleSource
 
 __all__ = [
     "get_source", "source_names", "Source", "SyntheticSource", "ReferSource", "CocoSource",
@@ -25,6 +28,8 @@ _REGISTRY: dict[str, tuple[Callable[..., Source], tuple[str, ...]]] = {
     "refcoco+": (partial(ReferSource, "refcoco+"), ReferSource.OPTIONS),
     "refcocog": (partial(ReferSource, "refcocog"), ReferSource.OPTIONS),
     "coco": (CocoSource, CocoSource.OPTIONS),
+    "tusimple": (TusimpleSource, TusimpleSource.OPTIONS),
+    "culane": (CulaneSource, CulaneSource.OPTIONS),
 }
 
 
