@@ -23,6 +23,9 @@ DEFAULTS: dict[str, Any] = {
         "name": "superpixel", "sam_model": "vit_b", "sam_checkpoint": None, "points_per_batch": "auto",
         "fast_decoder": True, "multimask": "best_iou", "dtype": "float32", "device": "auto", "table_max_side": 256,
         "seed": 0,
+        # superpixel only: thin segments whose colour is no blend of their neighbours' stay (null:
+        # the format-1 segmenter); scales > [1]: multi-scale layers, a point's segment chosen by colour
+        "superpixel_blend_tol": 60.0, "superpixel_scales": [1.0], "superpixel_colour_tol": 12.0,
     },
     "selection": {"method": "sorted", "tau": 0.9},
     "labelling": {
@@ -101,6 +104,9 @@ def output_config(cfg: dict) -> dict:
     out = {k: copy.deepcopy(cfg[k]) for k in OUTPUT_SECTIONS}
     if not out["grid"].get("offset_masks"):  # off: hashed as before the key existed, so old builds resume
         out["grid"].pop("offset_masks", None)
+    if str(out["segmenter"].get("name")).lower() != "superpixel":  # SAM: hashed as before these keys
+        for k in ("superpixel_blend_tol", "superpixel_scales", "superpixel_colour_tol"):
+            out["segmenter"].pop(k, None)
     if out["source"].get("list") is None:  # unset: hashed as before the key existed
         out["source"].pop("list", None)
     for k in RUNTIME_SEGMENTER_KEYS:

@@ -38,9 +38,11 @@ def build_segmenter(cfg: Mapping[str, Any]) -> Segmenter:
     :func:`~.sam.shared_image_decode`), ``multimask`` (``best_iou`` | ``single`` | ``0`` | ``1`` | ``2``), ``dtype`` (``float32`` | ``bfloat16``), ``device`` (``auto`` | ``cpu`` |
     ``cuda`` | ``cuda:N``), ``table_max_side``, ``seed`` (tiny weights). Optional extras:
     ``encoder_batch_size`` (sam); ``superpixel_scale``, ``superpixel_sigma``,
-    ``superpixel_min_size`` (superpixel).
+    ``superpixel_min_size``, ``superpixel_scales`` (``[1]`` with ``superpixel_blend_tol: null``: the
+    single-scale segmenter of format version 1), ``superpixel_colour_tol``, ``superpixel_blend_tol``
+    (superpixel).
     """
-    c = {**DEFAULTS, **{k: v for k, v in dict(cfg).items() if v is not None or k == "sam_checkpoint"}}
+    c = {**DEFAULTS, **{k: v for k, v in dict(cfg).items() if v is not None or k in ("sam_checkpoint", "superpixel_blend_tol")}}
     name = str(c["name"]).lower()
     if name == "sam":
         from .sam import SamSegmenter
@@ -60,7 +62,8 @@ def build_segmenter(cfg: Mapping[str, Any]) -> Segmenter:
     if name == "superpixel":
         from .superpixel import SuperpixelSegmenter
 
-        kw = {k: c[f"superpixel_{k}"] for k in ("scale", "sigma", "min_size") if f"superpixel_{k}" in c}
+        kw = {k: c[f"superpixel_{k}"] for k in ("scale", "sigma", "min_size", "scales", "colour_tol", "blend_tol")
+              if f"superpixel_{k}" in c}
         return SuperpixelSegmenter(table_max_side=int(c["table_max_side"]), **kw)
     raise ValueError(f"unknown segmenter {c['name']!r}; valid names: {', '.join(SEGMENTERS)}")
 
