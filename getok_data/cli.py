@@ -146,17 +146,27 @@ def stats(data: str, as_json: bool) -> None:
 @click.argument("data")
 @click.option("--key", help="Sample key (default: the first sample).")
 @click.option("--target", "target_index", type=int, default=0, show_default=True, help="Target index in the sample.")
-@click.option("--png", "png", type=click.Path(dir_okay=False), required=True, help="Where to write the drawing.")
-def inspect(data: str, key: str | None, target_index: int, png: str) -> None:
+@click.option("--png", "png", type=click.Path(dir_okay=False), help="Where to write the drawing.")
+@click.option("--gallery", "gallery_png", type=click.Path(dir_okay=False),
+              help="Also write a sheet of --count targets spread over token IoU (best, median, worst).")
+@click.option("--count", type=int, default=9, show_default=True, help="Targets in the --gallery sheet.")
+def inspect(data: str, key: str | None, target_index: int, png: str | None, gallery_png: str | None,
+            count: int) -> None:
     """Draw a sample: GT mask, chosen anchors, decoded union, region labels; print its tokens."""
     from .inspect import find_sample, render
 
+    if not png and not gallery_png:
+        _fail("inspect needs --png or --gallery (or both)")
     try:
-        meta, members = find_sample(data, key)
-        text = render(meta, members, target_index, png)
+        if png:
+            meta, members = find_sample(data, key)
+            click.echo(render(meta, members, target_index, png))
+        if gallery_png:
+            from .gallery import gallery
+
+            click.echo(gallery(data, gallery_png, count))
     except (KeyError, IndexError, FileNotFoundError) as e:
         _fail(str(e))
-    click.echo(text)
 
 
 def _register_optional() -> None:

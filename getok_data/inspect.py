@@ -31,8 +31,9 @@ def find_sample(url: str, key: str | None = None) -> tuple[dict, dict[str, bytes
     raise KeyError(f"no sample with key {key!r} in {url}")
 
 
-def render(meta: dict, members: dict[str, bytes], target_index: int, png: str) -> str:
-    """Write the drawing to ``png``; return the sample's token strings as text."""
+def draw_target(meta: dict, members: dict[str, bytes], target_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Grid]:
+    """The image (BGR), the same with GT green, decoded union magenta and anchors yellow, the GT,
+    and the grid: the left panel of :func:`render` and a gallery tile."""
     t = meta["targets"][target_index]
     rgb = np.asarray(Image.open(io.BytesIO(members[meta["image_ext"]])).convert("RGB"))
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
@@ -48,10 +49,22 @@ def render(meta: dict, members: dict[str, bytes], target_index: int, png: str) -
     left[gt] = (0.5 * left[gt] + 0.5 * np.array([60, 200, 60])).astype(np.uint8)
     contours, _ = cv2.findContours(union.view(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(left, contours, -1, (255, 0, 255), max(1, r // 2))
+    if "polyline" in t:  # lanes: the <pl> vertices, in order, cyan
+        pts = [tuple(int(v) for v in grid.anchor(i, j)) for i, j in t["polyline"]["anchors"]]
+        cv2.polylines(left, [np.array(pts, np.int32).reshape(-1, 1, 2)], False, (255, 255, 0), max(1, r // 2))
     for i, j in t["anchors"]:
         x, y = grid.anchor(i, j)
         cv2.circle(left, (int(x), int(y)), r + 1, (0, 255, 255), -1)
         cv2.circle(left, (int(x), int(y)), r + 1, (0, 0, 0), 1)
+    return bgr, left, gt, grid
+
+
+def render(meta: dict, members: dict[str, bytes], target_index: int, png: str) -> str:
+    """Write the drawing to ``png``; return the sample's token strings as text."""
+    t = meta["targets"][target_index]
+    bgr, left, gt, grid = draw_target(meta, members, target_index)
+    h, w = bgr.shape[:2]
+    r = max(2, round(min(w, h) / grid.n / 5))
 
     right = (0.6 * bgr).astype(np.uint8)
     right[gt] = (0.5 * right[gt] + 0.5 * np.array([255, 255, 255])).astype(np.uint8)
