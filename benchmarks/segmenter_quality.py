@@ -4,7 +4,7 @@ on the 4 real COCO images of the mmpose fixture (test_coco.json), in one run so 
 Per target: sorted-greedy selection (tau 0.9) on the grid's candidate table, exactly as the
 build does (``annotate.table_arrays`` -> ``PackedTable.grid_of`` -> ``select``).
 
-    python benchmarks/segmenter_quality.py [--variants single,multiscale] [--size 200] [--worst 5]
+    python benchmarks/segmenter_quality.py [--variants v1_single_scale,v2_default,...] [--size 200]
 """
 from __future__ import annotations
 
@@ -25,7 +25,11 @@ from getok_data.selection import PackedTable, select  # noqa: E402
 from getok_data.sources import get_source  # noqa: E402
 
 COCO = Path(__file__).resolve().parents[2] / "shared/fixtures/open-mmlab__mmpose/tests/data/coco"
-VARIANTS = {"single": {"superpixel_scales": [1.0], "superpixel_blend_tol": None}, "multiscale": {}}
+VARIANTS = {
+    "v1_single_scale": {"superpixel_scales": [1.0], "superpixel_blend_tol": None},  # format version 1
+    "v2_default": {},  # thin segments of their own colour kept (blend_tol 60)
+    "v2_multiscale_1_3": {"superpixel_scales": [1.0, 3.0], "superpixel_colour_tol": 30.0},
+}
 
 
 def measure(records: list, seg, n: int) -> dict:
@@ -50,12 +54,12 @@ def measure(records: list, seg, n: int) -> dict:
             "below_0.5": int((ious_a < 0.5).sum()), "seg_null": nulls,
             "tokens_per_mask": round(float(counts_a[kept].mean()), 3),
             "segment_ms_per_image": round(1000 * secs / max(1, len(records)), 1),
-            "worst": sorted(rows)[:5]}
+            "worst3": [[round(r[0], 3), *r[1:]] for r in sorted(rows)[:3]]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--variants", default="single,multiscale")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--size", type=int, default=200)
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args()
@@ -69,10 +73,10 @@ def main() -> None:
         seg = build_segmenter({"name": "superpixel", **VARIANTS[name]})
         result[name] = {k: measure(recs, seg, n) for k, (recs, n) in sets.items()}
         result[name]["identity"] = seg.identity
-    if len(result) == 2:
-        a, b = (result[k] for k in args.variants.split(","))
-        result["ratios_second_over_first"] = {
-            k: {m: round(b[k][m] / a[k][m], 3) for m in ("token_iou_mean", "tokens_per_mask")} for k in sets}
+    names = args.variants.split(",")
+    result["ratios_over_" + names[0]] = {
+        v: {k: {m: round(result[v][k][m] / result[names[0]][k][m], 3) for m in ("token_iou_mean", "tokens_per_mask")}
+            for k in sets} for v in names[1:]}
     if args.no_doc:
         import json
         print(json.dumps(result, indent=1, default=str))

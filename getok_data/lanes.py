@@ -150,11 +150,12 @@ def nearest_step(vertex: XY, anchor: tuple[int, int], grid: Grid) -> tuple[int, 
 def lane_polyline(points: Sequence[XY], grid: Grid) -> dict:
     """Rule steps 4-6 on clean points: vertices, anchors, steps and token strings.
 
-    Returns ``{"xy", "anchors", "steps", "tokens", "refine"}`` (the ``polyline`` field of a lane
-    target); raises ValueError when the lane collapses to fewer than 2 anchors.
+    Returns ``{"points", "xy", "anchors", "steps", "tokens", "refine"}`` (the ``polyline`` field
+    of a lane target: the lane's points and its vertices rounded to 1/1000 pixel, from which the
+    rest follows); raises ValueError when the lane collapses to fewer than 2 anchors.
     """
     idx = simplify(points, grid)
-    verts = [points[i] for i in idx]
+    verts = [(round(float(points[i][0]), 3), round(float(points[i][1]), 3)) for i in idx]
     kept: list[XY] = []
     anchors: list[tuple[int, int]] = []
     for k, v in enumerate(verts):
@@ -171,7 +172,8 @@ def lane_polyline(points: Sequence[XY], grid: Grid) -> dict:
     pl = Polyline(tuple(anchors))
     tokens = encode(pl)
     return {
-        "xy": [[round(x, 3), round(y, 3)] for x, y in kept],
+        "points": [[round(float(x), 3), round(float(y), 3)] for x, y in points],
+        "xy": [[x, y] for x, y in kept],
         "anchors": [list(a) for a in anchors],
         "steps": [list(s) for s in steps],
         "tokens": tokens,

@@ -69,7 +69,7 @@ def check_lane_targets(out: Path) -> int:
             pl = t["polyline"]
             anchors = [tuple(a) for a in parse_one(t["tokens"]["pl"], grid.n, "pl").anchors]
             assert anchors == [tuple(a) for a in pl["anchors"]] and len(anchors) >= 2
-            lane = lane_cells(t["polyline_points"] if "polyline_points" in t else pl["xy"], grid)
+            lane = lane_cells(pl["points"], grid)
             for (i, j), step, v in zip(anchors, pl["steps"], pl["xy"]):
                 assert 0 <= v[0] <= grid.width and 0 <= v[1] <= grid.height
                 assert cheb_to_lane(grid.anchor(i, j), lane, grid) <= 0.5 + 1e-9
