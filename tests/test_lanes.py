@@ -82,16 +82,16 @@ def check_lane_targets(out: Path) -> int:
 @pytest.fixture(scope="module")
 def tusimple_root(fixtures_dir, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tusimple")
-    shutil.copy(fixtures_dir / TUSIMPLE, root / "label_data_0313.json")
-    shutil.copy(fixtures_dir / TUSIMPLE_TEST, root / "test_label.json")
-    for name in ("label_data_0313.json", "test_label.json"):
-        draw_frames(root, root / name)
+    # the fixtures under their own names: label_data*.json -> train, test_label*.json -> test
+    for rel in (TUSIMPLE, TUSIMPLE_TEST):
+        shutil.copy(fixtures_dir / rel, root / Path(rel).name)
+        draw_frames(root, root / Path(rel).name)
     return root
 
 
 def test_tusimple_builds_verifies_and_lanes_lie_on_the_lane(tusimple_root, tmp_path):
     src = get_source("tusimple", data_root=tusimple_root)
-    assert src.describe()["files"] == ["label_data_0313.json", "test_label.json"]
+    assert src.describe()["files"] == ["label_data.EXCERPT.json", "test_label.EXCERPT.json"]
     summary = build(tmp_path / "out", name="tusimple", data_root=str(tusimple_root))
     # 80 + 110 lane slots; the one all -2 slot (clips/0313-1/51660/20.jpg) is "no lane", left out
     assert summary["images"] == 50 and summary["targets"] == 189 and summary["errors"] == 0

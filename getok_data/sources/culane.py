@@ -47,8 +47,8 @@ def _split_of(list_path: Path) -> str:
 class CulaneSource(Source):
     """One ``ImageRecord`` per frame, one target per lane.
 
-    Options: ``data_root`` (required), ``list`` (a frame list relative to the data root, or an
-    absolute path), ``split`` (the label in sample keys; default: the list's name without
+    Options: ``data_root`` (required), ``list`` (a frame list relative to the data root, else
+    as given), ``split`` (the label in sample keys; default: the list's name without
     ``_gt``, e.g. ``train``, or ``all`` without a list), ``limit`` (first N frames by path).
     """
 
@@ -65,7 +65,7 @@ class CulaneSource(Source):
         self.list = None
         if list is not None:
             lp = Path(list)
-            self.list = lp if lp.is_absolute() else self.data_root / lp
+            self.list = lp if lp.is_absolute() or not (self.data_root / lp).is_file() else self.data_root / lp
             if not self.list.is_file():
                 raise FileNotFoundError(f"culane list file not found: {self.list}")
         self.split = split or (_split_of(self.list) if self.list else "all")

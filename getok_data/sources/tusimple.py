@@ -1,4 +1,4 @@
-"""TuSimple lane detection (``label_data_*.json``, ``test_label.json``) as polyline targets.
+"""TuSimple lane detection (``label_data*.json``, ``test_label*.json``) as polyline targets.
 
 Each file is JSON Lines: ``{"lanes": [[x or -2, ...], ...], "h_samples": [y, ...], "raw_file":
 "clips/<date>/<clip>/20.jpg"}`` for the last frame of a clip. A lane's points are
@@ -19,14 +19,20 @@ from ..types import ImageRecord
 from .base import Source, check_limit, record_sort_key, resolve_image_path, source_error
 from .lane_record import add_lane_targets, image_size, image_unusable, lane_image_id
 
-__all__ = ["TusimpleSource", "TUSIMPLE_SPLITS"]
+__all__ = ["TUSIMPLE_SPLITS", "TusimpleSource", "split_of"]
 
-#: Split of each known file (lanedet's convention); other ``label_data_*.json`` files are train.
+#: Split of each known file (lanedet's convention); other ``label_data*.json`` files are train,
+#: other ``test_label*.json`` files test (see :func:`split_of`).
 TUSIMPLE_SPLITS = {"label_data_0313.json": "train", "label_data_0601.json": "train",
                    "label_data_0531.json": "val", "test_label.json": "test"}
 _SPLIT_SETS = {"all": {"train", "val", "test"}, "trainval": {"train", "val"},
                "train": {"train"}, "val": {"val"}, "test": {"test"}}
-_LABEL_FILE = re.compile(r"^(label_data_.*|test_label)\.json$")
+_LABEL_FILE = re.compile(r"^(label_data|test_label).*\.json$")
+
+
+def split_of(file_name: str) -> str:
+    """The split of a label file: :data:`TUSIMPLE_SPLITS`, else test for ``test_label*``, else train."""
+    return TUSIMPLE_SPLITS.get(file_name, "test" if file_name.startswith("test_label") else "train")
 
 
 def _num(v: Any) -> bool:
@@ -56,9 +62,9 @@ class TusimpleSource(Source):
         self.limit = check_limit(limit)
         self.files = sorted(p for p in self.data_root.iterdir()
                             if p.is_file() and _LABEL_FILE.match(p.name)
-                            and TUSIMPLE_SPLITS.get(p.name, "train") in _SPLIT_SETS[split])
+                            and split_of(p.name) in _SPLIT_SETS[split])
         if not self.files:
-            raise FileNotFoundError(f"no label_data_*.json or test_label.json for split {split!r} in {self.data_root}")
+            raise FileNotFoundError(f"no label_data*.json or test_label*.json for split {split!r} in {self.data_root}")
 
     def describe(self) -> dict:
         return {"source": self.name, "data_root": str(self.data_root.resolve()), "split": self.split,
@@ -68,7 +74,7 @@ class TusimpleSource(Source):
         """(split, image_id, parsed line or None, where) for every line of the selected files."""
         out = []
         for path in self.files:
-            split = TUSIMPLE_SPLITS.get(path.name, "train")
+            split = split_of(path.name)
             with open(path, encoding="utf-8") as f:
                 for lineno, line in enumerate(f, 1):
                     if not line.strip():
