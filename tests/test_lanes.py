@@ -176,3 +176,22 @@ def test_lane_rule_order_clipping_and_simplification():
     assert pl["steps"][0] == [-1, 0] and pl["refine"]["answer"].startswith("<offset><pl><OFF_-1_0>")
     with pytest.raises(ValueError, match="fewer than 2 anchors"):
         lane_polyline([(21, 21), (28, 28)], grid)
+
+
+def test_verify_catches_a_tampered_polyline(fixture_path, tmp_path):
+    from getok_data.verify import check_sample
+
+    build(tmp_path / "out", name="culane", data_root=str(fixture_path(KHALED)))
+    s = next(iter(Dataset(str(tmp_path / "out")).samples()))
+    assert check_sample(s.key, s.members)[1] == []
+    for change in ("anchor", "step", "tokens"):
+        meta = json.loads(s.members["json"])
+        pl = meta["targets"][0]["polyline"]
+        if change == "anchor":
+            pl["anchors"][0][0] += 1
+        elif change == "step":
+            pl["steps"][0] = [1, 1] if pl["steps"][0] != [1, 1] else [-1, -1]
+        else:
+            meta["targets"][0]["tokens"]["pl"] = "<pl><grid_0_0><grid_1_1></pl>"
+        _, problems = check_sample(s.key, {**s.members, "json": json.dumps(meta).encode()})
+        assert len(problems) == 1 and ("polyline" in problems[0] or "tokens.pl" in problems[0]), problems
