@@ -23,6 +23,7 @@ demo: setup
 		--segmenter superpixel --images-per-shard 16 --out $(DEMO_OUT) --force
 	$(VENV)/bin/getok-data verify $(DEMO_OUT)
 	$(VENV)/bin/getok-data inspect $(DEMO_OUT) --png $(DEMO_OUT)/inspect.png
+	$(VENV)/bin/getok-data inspect $(DEMO_OUT) --gallery $(DEMO_OUT)/gallery.png
 
 test: setup
 	$(PY) -m pytest -q tests

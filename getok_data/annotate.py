@@ -9,15 +9,24 @@ from __future__ import annotations
 import numpy as np
 
 from .config import GridConfig, LabellingConfig, SelectionConfig
-from .labelling import (DELETE_ID, Depth, Labels, deepest_anchor, label_regions, neighbourhood, refinement_samples,
-                        sample_proposals, stable_rng)
+from .dataset import SAMPLE_FORMAT_VERSION
+from .labelling import (
+    DELETE_ID,
+    Depth,
+    Labels,
+    deepest_anchor,
+    keep_masks_on_target,
+    label_regions,
+    neighbourhood,
+    refinement_samples,
+    sample_proposals,
+    stable_rng,
+)
 from .masks import resize_nearest, rle_to_mask
-from .tokens.rules import offset_answer
-from .selection import PackedTable, select
+from .selection import PackedTable, mostly_on, select
 from .tokens import Grid, Mask, Point, box_from_xyxy, encode, keypoints_to_points
+from .tokens.rules import offset_answer
 from .types import ErrorRecord, ImageRecord, Target
-
-FORMAT_VERSION = 1
 
 
 def table_arrays(table) -> dict[str, np.ndarray]:
@@ -111,7 +120,8 @@ def annotate_target(target: Target, ptable: PackedTable, grid: Grid, selection: 
     anchors = [representative_anchor(ptable.anchors_of()[u], gt, grid) for u in sel.mask_ids]
     raster = sorted(anchors, key=lambda a: (a[1], a[0]))
     depth = Depth(gt)
-    labels: Labels = label_regions(gt, grid, labelling.far_steps, depth)
+    labels: Labels = keep_masks_on_target(label_regions(gt, grid, labelling.far_steps, depth),
+                                          mostly_on(ptable, gt_small))
     rng = stable_rng(key, target.target_id, labelling.seed)
     out = {
         "target_id": target.target_id, "ann_id": target.ann_id, "ref_id": target.ref_id,
@@ -145,6 +155,11 @@ def annotate_target(target: Target, ptable: PackedTable, grid: Grid, selection: 
                 "names": [names[k] if k < len(names) else str(k) for k in idx],
                 "tokens": "".join(encode(p) for p in points),
             }
+    if target.polyline is not None:
+        from .lanes import lane_polyline
+
+        out["polyline"] = lane_polyline([tuple(p) for p in target.polyline], grid)
+        out["tokens"]["pl"] = out["polyline"]["tokens"]
     return out
 
 
@@ -165,7 +180,7 @@ def annotate_image(record: ImageRecord, table, grid_cfg: GridConfig, selection: 
                                       ann_id=t.ann_id, ref_id=t.ref_id))
     region_counts = {r: sum(t["regions"].count(r) for t in targets) for r in "IRHF"}
     sample = {
-        "format_version": FORMAT_VERSION,
+        "format_version": SAMPLE_FORMAT_VERSION,
         "key": record.key, "source": record.source, "split": record.split,
         "image_id": record.image_id, "width": record.width, "height": record.height,
         "image_ext": image_ext,

@@ -50,7 +50,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config; flags override it.")
-@click.option("--src", help="synthetic | refcoco | refcoco+ | refcocog | coco | grefcoco | reasonseg | hf")
+@click.option("--src", help="synthetic | refcoco | refcoco+ | refcocog | coco | grefcoco | reasonseg | hf | tusimple | culane")
 @click.option("--split", help="Split to build (all, train, val, testA, ...).")
 @click.option("--size", type=int, help="synthetic: number of images.")
 @click.option("--seed", type=int, help="synthetic: scene seed.")
@@ -65,6 +65,7 @@ def main() -> None:
                                 "category, bbox_format=xywh|xyxy|xyxy_norm); overrides the preset.")
 @click.option("--preset", help="hf: column layout of a known set (lmms-refcoco | visionreasoner).")
 @click.option("--min-token-iou", type=float, help="Flag targets below this token IoU low_quality (default off).")
+@click.option("--list", "lane_list", type=click.Path(), help="culane: frame list relative to --data-root (list/train_gt.txt).")
 @click.option("--grid", "n", type=int, help="Grid size n (n x n anchor tokens).")
 @click.option("--m", "m", type=int, help="Offset lattice (default 2n: a step is half a cell).")
 @click.option("--offset-masks/--no-offset-masks", default=None,
@@ -95,7 +96,7 @@ def main() -> None:
               help="Set any config key (repeatable), e.g. --set segmenter.scale=200; flags above win.")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
-def build(config_path, src, split, size, seed, data_root, image_root, annotations, split_by, dataset_dir,
+def build(config_path, src, split, size, seed, data_root, image_root, annotations, split_by, dataset_dir, lane_list,
           include_crowd, data_files, columns, preset, min_token_iou, n, m, offset_masks, segmenter, sam_model,
           sam_checkpoint, points_per_batch, fast_decoder, multimask, dtype, device, table_max_side, method, tau, out,
           images_per_shard, limit, max_error_rate, force, runner, address, num_actors, gpus_per_actor, cpus_per_actor,
@@ -114,7 +115,7 @@ def build(config_path, src, split, size, seed, data_root, image_root, annotation
         "source": {"name": src, "split": split, "size": size, "seed": seed, "data_root": data_root,
                    "image_root": image_root, "annotations": annotations, "split_by": split_by,
                    "dataset_dir": dataset_dir, "include_crowd": include_crowd, "limit": limit,
-                   "data_files": data_files, "columns": columns, "preset": preset},
+                   "data_files": data_files, "columns": columns, "preset": preset, "list": lane_list},
         "grid": {"n": n, "m": m, "offset_masks": offset_masks},
         "segmenter": {"name": segmenter, "sam_model": sam_model, "sam_checkpoint": sam_checkpoint,
                       "points_per_batch": points_per_batch, "fast_decoder": fast_decoder, "multimask": multimask,
@@ -149,6 +150,15 @@ def build(config_path, src, split, size, seed, data_root, image_root, annotation
         check_error_rate(summary, cfg.build.max_error_rate)
     except BuildError as e:
         _fail(str(e), EXIT_ERROR_RATE)
+
+
+@main.command()
+def options() -> None:
+    """Every build config key, its type and default: the sections, then each source's and
+    segmenter's own options (a YAML section or --set SECTION.KEY=VALUE takes them)."""
+    from .config import describe_options
+
+    click.echo(describe_options())
 
 
 @main.command()
@@ -213,18 +223,27 @@ def stats(data: str, as_json: bool) -> None:
 @click.argument("data")
 @click.option("--key", help="Sample key (default: the first sample).")
 @click.option("--target", "target_index", type=int, default=0, show_default=True, help="Target index in the sample.")
-@click.option("--png", "png", type=click.Path(dir_okay=False), required=True, help="Where to write the drawing.")
-def inspect(data: str, key: str | None, target_index: int, png: str) -> None:
+@click.option("--png", "png", type=click.Path(dir_okay=False), help="Where to write the drawing.")
+@click.option("--gallery", "gallery_png", type=click.Path(dir_okay=False),
+              help="Also write a sheet of --count targets spread over token IoU (best, median, worst).")
+@click.option("--count", type=int, default=9, show_default=True, help="Targets in the --gallery sheet.")
+def inspect(data: str, key: str | None, target_index: int, png: str | None, gallery_png: str | None,
+            count: int) -> None:
     """Draw a sample: GT mask, chosen anchors, decoded union, region labels; print its tokens."""
     from .dataset import DatasetError
     from .inspect import find_sample, render
 
+    if not png and not gallery_png:
+        _fail("inspect needs --png or --gallery (or both)", EXIT_USAGE)
     try:
-        sample = find_sample(data, key)
-        text = render(sample, target_index, png)
-    except (KeyError, IndexError, DatasetError) as e:
+        if png:
+            click.echo(render(find_sample(data, key), target_index, png))
+        if gallery_png:
+            from .gallery import gallery
+
+            click.echo(gallery(data, gallery_png, count))
+    except (KeyError, IndexError, FileNotFoundError, DatasetError) as e:
         _fail(str(e).strip("'\""), EXIT_USAGE)
-    click.echo(text)
 
 
 def _register_optional() -> None:

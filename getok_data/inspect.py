@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .dataset import Dataset, Sample
 from .decode import TableDecoder
 from .masks import rle_to_mask
-from .dataset import Dataset, Sample
 from .tokens import Grid
 
 REGION_BGR = {"I": (80, 200, 60), "R": (0, 215, 255), "H": (0, 120, 255), "F": (150, 150, 150)}
@@ -23,8 +23,9 @@ def find_sample(url: str, key: str | None = None) -> Sample:
     raise KeyError(f"no sample with key {key!r} in {url}")
 
 
-def render(sample: Sample, target_index: int, png: str) -> str:
-    """Write the drawing to ``png``; return the sample's token strings as text."""
+def draw_target(sample: Sample, target_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Grid]:
+    """The image (BGR), the same with GT green, decoded union magenta and anchors yellow, the GT,
+    and the grid: the left panel of :func:`render` and a gallery tile."""
     meta = sample.meta
     if not 0 <= target_index < len(meta["targets"]):
         raise IndexError(f"{sample.key} has {len(meta['targets'])} target(s); --target {target_index} is out of range")
@@ -33,8 +34,7 @@ def render(sample: Sample, target_index: int, png: str) -> str:
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     h, w = bgr.shape[:2]
     gt = rle_to_mask(t["mask_rle"])
-    union = TableDecoder(sample.table, *sample.grid).decode(
-        [tuple(a) for a in t["anchors"]])
+    union = TableDecoder(sample.table, *sample.grid).decode([tuple(a) for a in t["anchors"]])
     union = cv2.resize(union.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
     grid = Grid(meta["grid"]["n"], w, h, meta["grid"]["m"])
     r = max(2, round(min(w, h) / grid.n / 5))
@@ -43,10 +43,23 @@ def render(sample: Sample, target_index: int, png: str) -> str:
     left[gt] = (0.5 * left[gt] + 0.5 * np.array([60, 200, 60])).astype(np.uint8)
     contours, _ = cv2.findContours(union.view(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(left, contours, -1, (255, 0, 255), max(1, r // 2))
+    if "polyline" in t:  # lanes: the <pl> vertices, in order, cyan
+        pts = [tuple(int(v) for v in grid.anchor(i, j)) for i, j in t["polyline"]["anchors"]]
+        cv2.polylines(left, [np.array(pts, np.int32).reshape(-1, 1, 2)], False, (255, 255, 0), max(1, r // 2))
     for i, j in t["anchors"]:
         x, y = grid.anchor(i, j)
         cv2.circle(left, (int(x), int(y)), r + 1, (0, 255, 255), -1)
         cv2.circle(left, (int(x), int(y)), r + 1, (0, 0, 0), 1)
+    return bgr, left, gt, grid
+
+
+def render(sample: Sample, target_index: int, png: str) -> str:
+    """Write the drawing to ``png``; return the sample's token strings as text."""
+    meta = sample.meta
+    bgr, left, gt, grid = draw_target(sample, target_index)
+    t = meta["targets"][target_index]
+    h, w = bgr.shape[:2]
+    r = max(2, round(min(w, h) / grid.n / 5))
 
     right = (0.6 * bgr).astype(np.uint8)
     right[gt] = (0.5 * right[gt] + 0.5 * np.array([255, 255, 255])).astype(np.uint8)
@@ -61,6 +74,8 @@ def render(sample: Sample, target_index: int, png: str) -> str:
              f"token_iou: {t['token_iou']:.4f}  tokens: {t['token_count']}",
              f"point: {t['tokens']['point']}", f"box:   {t['tokens']['box']}",
              f"seg:   {t['tokens']['seg'] or 'null (' + str(t.get('seg_reason')) + ')'}"]
+    if t["tokens"].get("pl"):
+        lines.append(f"pl:    {t['tokens']['pl']}")
     lines += [f"refine[{k}] {s['origin']}: {s['prompt']} -> {s['answer']}" for k, s in enumerate(t["refine"][:3])]
     lines.append(f"drawing: {png}  (left: GT green, union magenta, anchors yellow; "
                  "right: regions I green, R yellow, H orange, F grey)")

@@ -140,6 +140,19 @@ def label_regions(gt: np.ndarray, grid: Grid, far_steps: float = 2.0, depth: Dep
     return Labels("".join(regions.tolist()), offsets)
 
 
+KEEP_ID = OFFSET_STEPS.index((0, 0))  # offset index of <OFF_0_0> in vocabulary order
+
+
+def keep_masks_on_target(labels: Labels, on_target: np.ndarray) -> Labels:
+    """Labels whose ``<DELETE>`` answers become ``<OFF_0_0>`` at grid points whose own candidate
+    mask lies mostly on the GT (``on_target``, bool ``[n*n]``): a decoded answer uses the point's
+    mask, not its position, so deleting such a point (a thin object no grid position lies on)
+    would lose GT pixels. Regions stay as the geometry says (docs/FORMAT.md section 5)."""
+    offsets = labels.offsets.copy()
+    offsets[(offsets == DELETE_ID) & np.asarray(on_target, bool)] = KEEP_ID
+    return Labels(labels.regions, offsets)
+
+
 def box_corner_steps(box: list[float], grid: Grid) -> tuple[Box, tuple[tuple[int, int], tuple[int, int]]]:
     """Each corner's nearest anchor, then the step that most reduces that corner's error."""
     x0, y0, x1, y1 = box

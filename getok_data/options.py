@@ -21,11 +21,13 @@ def _describe(tp: Any) -> str:
     if tp is type(None):
         return "null"
     if origin is Literal:
-        return " | ".join(repr(a) if not isinstance(a, str) else a for a in typing.get_args(tp))
+        return " | ".join(dict.fromkeys(str(a) for a in typing.get_args(tp)))
     if origin in (Union, types.UnionType):
         return " or ".join(_describe(a) for a in typing.get_args(tp))
     if origin is dict:
         return "a mapping"
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
 
 
@@ -45,6 +47,18 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
             if ok:
                 return True, v
         return False, value
+    if origin is tuple:  # tuple[X, ...]: a YAML list
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        (item_t, _) = typing.get_args(tp)
+        items = [_coerce(v, item_t) for v in value]
+        return all(ok for ok, _ in items), tuple(v for _, v in items)
+    if origin is tuple:  # tuple[X, ...]: a YAML list
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        (item_t, _) = typing.get_args(tp)
+        items = [_coerce(v, item_t) for v in value]
+        return all(ok for ok, _ in items), tuple(v for _, v in items)
     if origin is dict:
         if not isinstance(value, Mapping):
             return False, value
@@ -67,6 +81,11 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
     if tp is str:
         return isinstance(value, str), value
     raise TypeError(f"unsupported config annotation {tp!r}")
+
+
+def describe_type(tp: Any) -> str:
+    """A config annotation in words (``an integer or null``)."""
+    return _describe(tp)
 
 
 def fields_of(cls: type) -> dict[str, Any]:
@@ -104,4 +123,13 @@ def build(cls: type, values: Mapping[str, Any], prefix: str, where: str) -> Any:
 
 
 def as_dict(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)
+    """A config dataclass as plain YAML/JSON values (tuples as lists)."""
+    return {k: _plain(v) for k, v in dataclasses.asdict(obj).items()}
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v

@@ -63,6 +63,16 @@ class PackedTable:
         return self._anchors
 
 
+def mostly_on(table: PackedTable, gt_packed: np.ndarray) -> np.ndarray:
+    """bool ``[n*n]`` (raster order): whether each grid point's candidate mask has at least half
+    of its pixels on the GT (False where a point has no mask)."""
+    g = to_words(np.asarray(gt_packed, np.uint8)[None])[0]
+    inter = _popcount(table.words & g) if len(table.words) else np.zeros(0, np.int64)
+    on = (2 * inter >= table.area) & (table.area > 0)
+    index = table.index.reshape(-1)
+    return np.where(index >= 0, on[np.maximum(index, 0)] if len(on) else False, False)
+
+
 @dataclass
 class Selection:
     mask_ids: list[int]  # unique-mask ids in selection order

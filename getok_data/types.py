@@ -64,6 +64,8 @@ class Target:
     instances: list[dict] | None = None  # gRefCOCO multi-target: [{ann_id, category, mask_rle, box}]
     ignore_rle: dict | None = None  # ReasonSeg "ignore" pixels: neither intersection nor union
     extra: dict | None = None  # source fields written as-is into the target JSON (is_sentence, ...)
+    # Optional polyline [[x, y], ...] in pixels (lanes: ordered, clipped; getok_data/lanes.py).
+    polyline: list[list[float]] | None = None
 
 
 @dataclass

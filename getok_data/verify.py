@@ -12,7 +12,7 @@ from .selection import PackedTable, select, union_iou
 from .dataset import MANIFEST, Dataset, ManifestError, iter_tar as iter_samples, load_npz, shard_index, shard_name
 from .checksums import sha256
 from .storage import Storage
-from .tokens import Mask, encode
+from .tokens import Grid, Mask, OffsetGroup, Polyline, Refinement, encode
 
 IOU_TOL = 1e-9
 
@@ -72,6 +72,8 @@ def check_sample(key: str, members: dict[str, bytes]) -> tuple[int, list[str]]:
             problems.append(f"{where}: tokens.seg does not match the anchors")
         if len(t["regions"]) != n * n:
             problems.append(f"{where}: regions has {len(t['regions'])} chars, expected {n * n}")
+        if "polyline" in t:
+            problems += check_polyline(where, t, meta)
     return len(meta["targets"]), problems
 
 
@@ -85,6 +87,27 @@ def check_no_target(where: str, t: dict, n: int) -> list[str]:
     if t["regions"] != "F" * (n * n) or t["offsets"] != "9" * (n * n):
         problems.append(f"{where}: no-target query must label every grid point F / <DELETE>")
     return problems
+
+
+def check_polyline(where: str, t: dict, meta: dict) -> list[str]:
+    """A lane target's ``<pl>``: anchors, steps and token strings re-derived from its vertices."""
+    from .lanes import nearest_step
+
+    pl = t["polyline"]
+    grid = Grid(meta["grid"]["n"], meta["width"], meta["height"], meta["grid"]["m"])
+    anchors = [grid.nearest(x, y) for x, y in pl["xy"]]
+    if [list(a) for a in anchors] != pl["anchors"]:
+        return [f"{where}: polyline anchors are not the cells of its vertices"]
+    if any(a == b for a, b in zip(anchors, anchors[1:])) or len(anchors) < 2:
+        return [f"{where}: polyline repeats an anchor consecutively or has fewer than 2"]
+    steps = [nearest_step(tuple(v), a, grid) for v, a in zip(pl["xy"], anchors)]
+    tokens = encode(Polyline(tuple(anchors)))
+    answer = encode(Refinement((OffsetGroup("pl", tuple(steps)),)))
+    if [list(s) for s in steps] != pl["steps"] or pl["refine"] != {"prompt": tokens, "answer": answer}:
+        return [f"{where}: polyline steps / refinement do not match its vertices"]
+    if pl["tokens"] != tokens or t["tokens"].get("pl") != tokens:
+        return [f"{where}: tokens.pl does not match the polyline anchors"]
+    return []
 
 
 def check_offsets(key: str, table: dict[str, np.ndarray], n: int) -> list[str]:

@@ -100,3 +100,17 @@ def test_checkpoint_is_hashed_by_content(tmp_path):
     assert cfg(a).hash == cfg(b).hash
     with pytest.raises(FileNotFoundError):
         cfg(tmp_path / "missing.pth").hash
+
+
+def test_getok_data_options_lists_every_key_of_every_plugin():
+    from click.testing import CliRunner
+
+    from getok_data.cli import main
+
+    res = CliRunner().invoke(main, ["options"])
+    assert res.exit_code == 0
+    for registry in (SOURCES, SEGMENTERS):
+        for name in registry.names():
+            block = res.output.split(f"{registry.kind}: {{name: {name}}}\n", 1)[1].split(":\n")[0]
+            for f in dataclasses.fields(registry.get(name).options):
+                assert f"  {f.name}: " in block, (name, f.name)

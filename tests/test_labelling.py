@@ -117,3 +117,26 @@ def test_proposals_lean_towards_inside_and_ring():
     share_ir = sum(r in "IR" for r in drawn) / len(drawn)
     base_ir = sum(r in "IR" for r in labels.regions) / (32 * 32)
     assert share_ir > base_ir + 0.2
+
+
+def test_a_delete_label_becomes_keep_where_the_points_own_mask_lies_on_the_target():
+    """A thin bar between grid rows: no anchor lies on it, so the geometry says <DELETE>, but the
+    point whose segment is the bar must keep it (its mask is what an answer decodes to)."""
+    from getok_data.labelling import DELETE_ID, KEEP_ID, keep_masks_on_target
+    from getok_data.selection import PackedTable, mostly_on
+
+    n, h, w = 4, 32, 32
+    gt = np.zeros((h, w), bool)
+    gt[13:15, :] = True  # rows 13-14; anchors sit at y = 4, 12, 20, 28
+    bar = gt.copy()
+    bar[12] = True  # the bar's segment also holds the anchor row 12
+    background = ~bar
+    index = np.ones((n, n), np.int32)
+    index[1, :] = 0  # grid row 1 (y = 12) picks the bar's segment
+    table = PackedTable(np.packbits(np.stack([bar, background]).reshape(2, -1), axis=1), index, (h, w))
+    labels = label_regions(gt, Grid(n, w, h))
+    assert (labels.offsets[4:8] == DELETE_ID).all()  # by geometry: delete
+    kept = keep_masks_on_target(labels, mostly_on(table, np.packbits(gt.reshape(-1))))
+    assert (kept.offsets[4:8] == KEEP_ID).all() and kept.regions == labels.regions
+    others = [k for k in range(n * n) if not 4 <= k < 8]
+    assert (kept.offsets[others] == labels.offsets[others]).all()  # the background's points: unchanged

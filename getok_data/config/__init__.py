@@ -26,7 +26,7 @@ from ..options import ConfigError, as_dict, build, check
 
 __all__ = [
     "BuildConfig", "PluginConfig", "GridConfig", "SelectionConfig", "LabellingConfig", "BuildOptions",
-    "ConfigError", "load_config", "read_yaml", "deep_merge", "drop_none", "default_dict",
+    "ConfigError", "load_config", "read_yaml", "deep_merge", "drop_none", "default_dict", "describe_options",
 ]
 
 SECTIONS: dict[str, type] = {"grid": GridConfig, "selection": SelectionConfig, "labelling": LabellingConfig,
@@ -200,6 +200,27 @@ def resolve(cfg: BuildConfig, segmenter_options: type) -> BuildConfig:
         offset_masks = bool(getattr(segmenter_options, "OFFSET_MASKS_BY_DEFAULT", False))
     return cfg.replace(grid=dataclasses.replace(grid, m=grid.m if grid.m is not None else 2 * grid.n,
                                                 offset_masks=offset_masks))
+
+
+def describe_options() -> str:
+    """Every config key with its type and default: the sections, then each source's and each
+    segmenter's own options (what ``getok-data options`` prints)."""
+    from ..options import describe_type, fields_of
+
+    def block(title: str, cls: type) -> list[str]:
+        lines = [title]
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"  {f.name}: {describe_type(fields_of(cls)[f.name])} (default {default!r})")
+        return lines
+
+    out: list[str] = []
+    for name, cls in SECTIONS.items():
+        out += block(f"{name}:", cls)
+    for kind, registry in _registries().items():
+        for name in registry.names():
+            out += block(f"{kind}: {{name: {name}}}", registry.get(name).options)
+    return "\n".join(out)
 
 
 def default_dict() -> dict:

@@ -9,7 +9,7 @@ scorer) goes through this package:
     for sample in ds.samples():            # Sample: .key .meta .image .image_ext .table .members
         ...
 """
-from .manifest import FORMAT_VERSION, Manifest, ManifestError, Sidecar, parse_sidecar
+from .manifest import MANIFEST_FORMAT_VERSION, SAMPLE_FORMAT_VERSION, Manifest, ManifestError, Sidecar, parse_sidecar
 from .names import ERRORS, LOCK, MANIFEST, is_shard_name, shard_index, shard_name, sidecar_name
 from .reader import Dataset, DatasetError, Sample, iter_tar
 from .table import TableError, check_table, load_npz, npz_bytes
@@ -19,6 +19,6 @@ __all__ = [
     "Dataset", "DatasetError", "Sample", "iter_tar",
     "MANIFEST", "ERRORS", "LOCK", "shard_name", "sidecar_name", "shard_index", "is_shard_name",
     "TableError", "check_table", "load_npz", "npz_bytes",
-    "Manifest", "ManifestError", "Sidecar", "parse_sidecar", "FORMAT_VERSION",
+    "Manifest", "ManifestError", "Sidecar", "parse_sidecar", "SAMPLE_FORMAT_VERSION", "MANIFEST_FORMAT_VERSION",
     "json_bytes", "tar_bytes", "write_shard", "shard_is_complete",
 ]

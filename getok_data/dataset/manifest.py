@@ -5,7 +5,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TypedDict
 
-FORMAT_VERSION = 1
+SAMPLE_FORMAT_VERSION = 2  # of a sample's .json and .cand.npz (docs/FORMAT.md section 4)
+MANIFEST_FORMAT_VERSION = 1  # of manifest.json and the sidecars
 STATUSES = ("running", "complete")
 
 
@@ -33,7 +34,7 @@ class Manifest:
     output_config: dict = field(default_factory=dict)
     shards: list[dict] = field(default_factory=list)  # shard, sidecar, sha256, bytes, images, ...
     summary: dict | None = None
-    format_version: int = FORMAT_VERSION
+    format_version: int = MANIFEST_FORMAT_VERSION
     planned_shards: int | None = None
 
     @property

@@ -19,6 +19,8 @@ SOURCES.declare("coco", "getok_data.sources.coco")
 SOURCES.declare("grefcoco", "getok_data.sources.grefcoco")  # gRefCOCO: multi- and no-target refs
 SOURCES.declare("reasonseg", "getok_data.sources.reasonseg")  # LISA's ReasonSeg, with ignore regions
 SOURCES.declare("hf", "getok_data.sources.hf")  # Hugging Face parquet / arrow sets, images embedded
+SOURCES.declare("tusimple", "getok_data.sources.tusimple")  # lanes as <pl> polylines
+SOURCES.declare("culane", "getok_data.sources.culane")  # lanes as <pl> polylines
 
 __all__ = ["SOURCES", "get_source", "source_names", "Source", "SyntheticSource", "UnsafePickleError",
            "safe_load", "DEFAULT_SIZES"]
