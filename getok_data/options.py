@@ -53,12 +53,6 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
         (item_t, _) = typing.get_args(tp)
         items = [_coerce(v, item_t) for v in value]
         return all(ok for ok, _ in items), tuple(v for _, v in items)
-    if origin is tuple:  # tuple[X, ...]: a YAML list
-        if not isinstance(value, (list, tuple)):
-            return False, value
-        (item_t, _) = typing.get_args(tp)
-        items = [_coerce(v, item_t) for v in value]
-        return all(ok for ok, _ in items), tuple(v for _, v in items)
     if origin is dict:
         if not isinstance(value, Mapping):
             return False, value

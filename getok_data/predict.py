@@ -12,16 +12,22 @@ shows the model its previous answer (re-quantised to grid tokens after a refinem
 from __future__ import annotations
 
 import io
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from .atomic import write_jsonl
 from .dataset import Dataset
 from .decode import TableDecoder
-from .export.rows import INSTRUCTIONS, REFINE_INSTRUCTION, TASKS, ExportStats, rows_of_meta
+from .export.rows import (
+    INSTRUCTIONS,
+    REFINE_INSTRUCTION,
+    TASKS,
+    ExportStats,
+    rows_of_meta,
+)
 from .tokens import Grid, encode, vocabulary
 
 STAGES = ("grid", "offset")
@@ -180,12 +186,7 @@ def predict_build(data: str, model_dir: str, out: str | os.PathLike, tasks: tupl
         for _ in range(rounds):
             _refine_round(gen, jobs, batch_size)
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for j in jobs:
-            f.write(json.dumps(j.row(stage), ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_jsonl(path, (j.row(stage) for j in jobs))
     return {"rows": len(jobs), "out": str(path), "model": str(model_dir), "stage": stage,
             "rounds": rounds if stage == "offset" else 0, "tasks": list(tasks), "device": str(gen.device),
             "seconds": round(time.time() - t0, 3)}
@@ -262,12 +263,7 @@ def predict_checkpoint(data: str, ckpt: str, out: str | os.PathLike, rounds: int
             skipped += sum(r is None for r in recs)
             rows += [r for r in recs if r is not None]
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_jsonl(path, rows)
     return {"rows": len(rows), "out": str(path), "ckpt": str(ckpt), "stage": "offset" if rounds else "grid",
             "rounds": rounds, "skipped_empty_sentences": skipped, "seconds": round(time.time() - t0, 3)}
 

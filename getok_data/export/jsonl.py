@@ -1,13 +1,11 @@
 """Shared writer of the JSONL formats (llamafactory, swift, trl): one sorted-key JSON object a line."""
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..atomic import write_jsonl as write_lines
 from ..dataset import Sample
-from .registry import atomic_path
 from .rows import ExportStats, MediaWriter, Row
 
 # layout(row, image_path, cand_path) -> the JSON object of one line
@@ -17,14 +15,13 @@ Layout = Callable[[Row, str, str], dict]
 def write_jsonl(out: Path, samples: Iterator[tuple[Sample, list[Row]]], media: MediaWriter, stats: ExportStats,
                 layout: Layout) -> None:
     """Extract each sample's media once, then write its rows through ``layout``; atomic."""
-    tmp = atomic_path(out)
-    with open(tmp, "w", encoding="utf-8") as f:
+    def lines() -> Iterator[dict]:
         for sample, rows in samples:
             image, cand = media.sample(sample)
             for row in rows:
-                f.write(json.dumps(layout(row, image, cand), sort_keys=True, ensure_ascii=False) + "\n")
-                stats.rows += 1
-    os.replace(tmp, out)
+                yield layout(row, image, cand)
+
+    stats.rows += write_lines(out, lines(), sort_keys=True)
 
 
 def base_columns(row: Row, image: str, cand: str) -> dict:

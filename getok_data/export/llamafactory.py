@@ -10,13 +10,13 @@ after the JSONL's stem; other entries there are kept.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Iterator
 
+from ..atomic import write_atomic
 from ..dataset import Sample
 from .jsonl import base_columns, write_jsonl
-from .registry import ExportFormat, atomic_path, register
+from .registry import ExportFormat, register
 from .rows import IMAGE_TOKEN, ExportStats, MediaWriter, Row
 
 DATASET_INFO = "dataset_info.json"
@@ -50,9 +50,7 @@ def write_dataset_info(out: Path) -> Path:
         if not isinstance(info, dict):
             raise ValueError(f"{path}: expected a JSON object of dataset entries")
     info[out.stem] = dataset_info_entry(out.name)
-    tmp = atomic_path(path)
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
     return path
 
 

@@ -65,8 +65,3 @@ def run_export(fmt: str, data: str, out: str | os.PathLike, stages: tuple[str, .
         media = MediaWriter(Path(images_dir) if images_dir else out_path.parent / "images", stats)
     spec.writer(out_path, iter_rows(data, stages, tasks, stats, include_low_quality), media, stats)
     return stats
-
-
-def atomic_path(path: Path) -> Path:
-    """The temporary sibling a writer fills before ``os.replace(tmp, path)``."""
-    return path.with_name(path.name + ".tmp")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from ..atomic import write_atomic
 from ..dataset import Dataset, Sample
 
 TASKS = ("seg", "box", "point")
@@ -171,9 +172,7 @@ class MediaWriter:
         if name not in self.written:
             self.written.add(name)
             if not (path.exists() and path.stat().st_size == len(data) and path.read_bytes() == data):
-                tmp = path.with_name(path.name + ".tmp")
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
+                write_atomic(path, data)
                 self.stats.files_written += 1
         return str(path)
 

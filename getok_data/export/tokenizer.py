@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
+from ..atomic import atomic_path, write_atomic
 from ..tokens import vocabulary
 
 # Files of a Hugging Face tokenizer / processor folder copied unchanged next to the new tokenizer.json.
@@ -105,9 +106,7 @@ def build_tokenizer(n: int, base: str | os.PathLike | None = None, special: bool
 
 
 def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)
 
 
 def export_tokenizer(n: int, out: str | os.PathLike, base: str | os.PathLike | None = None,
@@ -133,9 +132,8 @@ def export_tokenizer(n: int, out: str | os.PathLike, base: str | os.PathLike | N
                 copied.append(name)
         if (folder / "added_tokens.json").is_file():
             added_map = json.loads((folder / "added_tokens.json").read_text(encoding="utf-8"))
-    tmp = out_dir / "tokenizer.json.tmp"
-    tok.save(str(tmp), pretty=True)
-    os.replace(tmp, out_dir / "tokenizer.json")
+    with atomic_path(out_dir / "tokenizer.json") as tmp:
+        tok.save(str(tmp), pretty=True)
     tokens = vocabulary(n)
     ids = {t: tok.token_to_id(t) for t in tokens}
     text = json.dumps(ids, indent=1, ensure_ascii=False) + "\n"

@@ -5,10 +5,11 @@ import heapq
 import io
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from ..atomic import atomic_path
 
 TILE = 192
 
@@ -51,10 +52,8 @@ class Gallery:
                 x, y = c * TILE, r * (TILE + 16)
                 canvas.paste(_tile(e), (x, y + 16))
                 draw.text((x + 2, y + 2), f"{'best' if r == 0 else 'worst'} {e.score:.3f} {e.row_id[-24:]}", fill="black")
-        p = Path(path)
-        tmp = p.with_name(p.name + ".tmp")
-        canvas.save(tmp, format="PNG")
-        os.replace(tmp, p)
+        with atomic_path(path) as tmp:
+            canvas.save(tmp, format="PNG")
 
 
 def _tile(e: _Entry) -> Image.Image:

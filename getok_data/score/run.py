@@ -5,12 +5,12 @@ plain fields (and the gallery's few entries).
 """
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..atomic import write_jsonl
 from ..dataset import Dataset, Sample, iter_tar
 from .decoders import MaskDecoder, segmenter_config
 from .gallery import Gallery
@@ -113,10 +113,4 @@ def _samples(ds: Dataset, masks: MaskDecoder, empty_union: str, bad: list[str]):
 
 
 def _write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, sort_keys=True) + "\n")
-    os.replace(tmp, p)
+    write_jsonl(path, rows, sort_keys=True)

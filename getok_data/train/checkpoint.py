@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_path
 from ..dataset import Dataset
 from .data import resolve_shards
 from .model import GroundingModel, ModelConfig
@@ -21,9 +22,8 @@ def save_checkpoint(path: str | os.PathLike, model: GroundingModel, config: dict
     state = {"format": FORMAT, "model": model.state_dict(), "model_config": model.cfg.to_dict(),
              "vocab": model.vocab.tokens, "config": config, "step": step,
              "optimizer": optimizer.state_dict() if optimizer is not None else None, **extra}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[GroundingModel, dict]:
