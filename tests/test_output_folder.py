@@ -8,6 +8,7 @@ import os
 import resource
 import signal
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -191,3 +192,21 @@ def test_training_checks_its_inputs_before_it_starts(done, tmp_path):
                                    "--steps", "1", "--out", str(tmp_path / "m.pt"), "--no-progress"])
     assert res.exit_code == 2 and "--val: no shards found" in one_line_error(res)
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_second_build_into_the_same_folder_is_refused_naming_the_first(tmp_path):
+    out = tmp_path / "shared"
+    # big enough that the first is still building when the second has started up (a few seconds)
+    cmd = [sys.executable, "-m", "getok_data", "build", "--src", "synthetic", "--split", "train", "--size", "100",
+           "--grid", "16", "--images-per-shard", "4", "--no-progress", "--out", str(out)]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "build.lock").exists() and time.time() < deadline and first.poll() is None:
+            time.sleep(0.05)
+        second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert first.poll() is None, "the first build ended before the second started"
+        assert second.returncode == 4 and f"pid {first.pid}" in second.stderr, second.stderr
+    finally:
+        assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert verify(out).exit_code == 0 and not (out / "build.lock").exists()
