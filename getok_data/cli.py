@@ -56,12 +56,13 @@ def main() -> None:
 @click.option("--num-actors", type=int)
 @click.option("--gpus-per-actor", type=float)
 @click.option("--cpus-per-actor", type=float)
+@click.option("--cpu-workers", type=int, help="CPU workers per runner/actor that annotate while the segmenter runs.")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
 def build(config_path, src, split, size, seed, data_root, image_root, annotations, split_by, n, m,
           offset_masks, segmenter, sam_model, sam_checkpoint, points_per_batch, fast_decoder, multimask, dtype, device,
           table_max_side, method, tau, out, images_per_shard, limit, max_error_rate, force, runner, address, num_actors,
-          gpus_per_actor, cpus_per_actor, no_progress, as_json) -> None:
+          gpus_per_actor, cpus_per_actor, cpu_workers, no_progress, as_json) -> None:
     """Build (or resume) a sharded WebDataset of grounding tokens."""
     from pipelines.build import BuildError, check_error_rate, run_build
     from .stats import format_table
@@ -76,7 +77,8 @@ def build(config_path, src, split, size, seed, data_root, image_root, annotation
         "selection": {"method": method, "tau": tau},
         "build": {"out": out, "images_per_shard": images_per_shard, "max_error_rate": max_error_rate,
                   "runner": runner, "address": address, "num_actors": num_actors,
-                  "gpus_per_actor": gpus_per_actor, "cpus_per_actor": cpus_per_actor},
+                  "gpus_per_actor": gpus_per_actor, "cpus_per_actor": cpus_per_actor,
+                  "cpu_workers": cpu_workers},
     }
     try:
         cfg = load_config(config_path, overrides)

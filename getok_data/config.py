@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
         "out": "out/build", "images_per_shard": 64, "max_error_rate": 0.05, "runner": "local",
         "address": None, "num_actors": None, "gpus_per_actor": 0.0, "cpus_per_actor": 1.0,
         "shard_timeout_s": 3600.0, "max_retries": 3,
+        # CPU workers per runner / Ray actor that annotate and pack while the segmenter runs
+        # (1: a thread; k >= 2: k processes); the actor reserves max(cpus_per_actor, cpu_workers)
+        "cpu_workers": 1,
     },
 }
 
@@ -90,6 +93,8 @@ def resolve(cfg: dict) -> dict:
         raise ValueError(f"selection.method must be sorted or gain, got {cfg['selection']['method']!r}")
     if not 0 < float(cfg["selection"]["tau"]) <= 1:
         raise ValueError(f"selection.tau must be in (0, 1], got {cfg['selection']['tau']}")
+    if int(cfg["build"].get("cpu_workers") or 0) < 1:
+        raise ValueError(f"build.cpu_workers must be an integer >= 1, got {cfg['build'].get('cpu_workers')!r}")
     if int(cfg["grid"]["n"]) < 1 or int(cfg["build"]["images_per_shard"]) < 1:
         raise ValueError("grid.n and build.images_per_shard must be >= 1")
     return cfg

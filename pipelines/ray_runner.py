@@ -24,7 +24,7 @@ from getok_data.storage import Storage
 
 from .build import BuildError, make_source, plan
 from .progress import Progress
-from .shard_job import build_shard
+from .shard_job import CpuPool, build_shard
 
 QUEUE_DEPTH = 2  # shards in flight per actor
 
@@ -32,14 +32,15 @@ QUEUE_DEPTH = 2  # shards in flight per actor
 class ShardWorker:
     """Holds one segmenter; builds whole shards."""
 
-    def __init__(self, segmenter_cfg: dict):
+    def __init__(self, segmenter_cfg: dict, cpu_workers: int = 1):
         self.segmenter = build_segmenter(segmenter_cfg)
+        self.pool = CpuPool(cpu_workers)  # kept for the actor's life: worker processes start once
 
     def pid(self) -> int:
         return os.getpid()
 
     def build(self, index: int, records: list, cfg: dict, chash: str, out: str) -> dict:
-        return build_shard(index, records, self.segmenter, cfg, chash, out)
+        return build_shard(index, records, self.segmenter, cfg, chash, out, pool=self.pool)
 
 
 def _connect(address: str | None) -> None:
@@ -52,12 +53,18 @@ def _connect(address: str | None) -> None:
         ray.init(runtime_env=env, log_to_driver=False, include_dashboard=False)
 
 
+def actor_cpus(bcfg: dict) -> float:
+    """CPUs each actor reserves: ``cpus_per_actor``, and at least one per CPU worker
+    (``build.cpu_workers``), so Ray never packs more annotation work on a node than it has cores."""
+    return max(float(bcfg.get("cpus_per_actor") or 1), float(int(bcfg.get("cpu_workers") or 1)))
+
+
 def _num_actors(bcfg: dict) -> int:
     if bcfg.get("num_actors"):
         return int(bcfg["num_actors"])
     res = ray.cluster_resources()
     gpus = float(bcfg.get("gpus_per_actor") or 0)
-    by_cpu = int(res.get("CPU", 1) // max(float(bcfg.get("cpus_per_actor") or 1), 1e-6))
+    by_cpu = int(res.get("CPU", 1) // max(actor_cpus(bcfg), 1e-6))
     by_gpu = int(res.get("GPU", 0) // gpus) if gpus > 0 else by_cpu
     return max(1, min(by_cpu, by_gpu))
 
@@ -66,10 +73,10 @@ def run_ray(cfg: dict, chash: str, storage: Storage, progress: bool = True) -> t
     bcfg = cfg["build"]
     _connect(bcfg.get("address"))
     actor_cls = ray.remote(
-        num_cpus=float(bcfg.get("cpus_per_actor") or 1), num_gpus=float(bcfg.get("gpus_per_actor") or 0),
+        num_cpus=actor_cpus(bcfg), num_gpus=float(bcfg.get("gpus_per_actor") or 0),
         max_restarts=-1, max_task_retries=0,
     )(ShardWorker)
-    actors = [actor_cls.remote(cfg["segmenter"]) for _ in range(_num_actors(bcfg))]
+    actors = [actor_cls.remote(cfg["segmenter"], int(bcfg.get("cpu_workers") or 1)) for _ in range(_num_actors(bcfg))]
     # Two shards in flight per actor: one running, one queued at the actor, so an actor never
     # waits while the driver reads (or, for synthetic data, renders) its next shard.
     free = deque(k for _ in range(QUEUE_DEPTH) for k in range(len(actors)))
