@@ -14,7 +14,7 @@ from .selection import PackedTable, select
 from .tokens import Grid, Mask, Point, box_from_xyxy, encode, keypoints_to_points
 from .types import ErrorRecord, ImageRecord, Target
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: .cand.npz masks delta-coded (getok_data/dataset/table.py); 1 still read
 
 
 def table_arrays(table) -> dict[str, np.ndarray]:

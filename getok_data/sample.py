@@ -11,7 +11,8 @@ import numpy as np
 
 from .annotate import annotate_image
 from .images import ImageError, decode, read_bytes
-from .shards import json_bytes, npz_bytes
+from .dataset.table import table_bytes
+from .shards import json_bytes
 from .types import ErrorRecord, ImageRecord
 
 
@@ -70,7 +71,7 @@ def finish(p: Prepared, table, cfg: dict, identity: dict) -> SampleResult:
     errors = p.errors + errors
     if not sample["targets"]:
         return SampleResult(rec.key, None, errors, targets_seen=seen)
-    members = {p.ext: p.data, "json": json_bytes(sample), "cand.npz": npz_bytes(arrays)}
+    members = {p.ext: p.data, "json": json_bytes(sample), "cand.npz": table_bytes(arrays)}
     summary = [{"token_count": t["token_count"], "token_iou": t["token_iou"],
                 "seg": t["tokens"]["seg"] is not None} for t in sample["targets"]]
     return SampleResult(rec.key, members, errors, summary, sample["stats"]["regions"], seen)

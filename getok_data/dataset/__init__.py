@@ -11,10 +11,10 @@ scorer) goes through this package:
 """
 from .names import ERRORS, LOCK, MANIFEST, is_shard_name, shard_index, shard_name, sidecar_name
 from .reader import Dataset, DatasetError, Sample, iter_tar
-from .table import TableError, check_table, load_npz, npz_bytes
+from .table import TABLE_VERSION, TableError, check_table, load_npz, npz_bytes, table_bytes
 
 __all__ = [
     "Dataset", "DatasetError", "Sample", "iter_tar",
     "MANIFEST", "ERRORS", "LOCK", "shard_name", "sidecar_name", "shard_index", "is_shard_name",
-    "TableError", "check_table", "load_npz", "npz_bytes",
+    "TableError", "check_table", "load_npz", "npz_bytes", "table_bytes", "TABLE_VERSION",
 ]

@@ -22,6 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "sam_checkpoint": None,
     "points_per_batch": "auto",
     "fast_decoder": True,
+    "sdpa": "auto",
+    "compile": False,
     "multimask": "best_iou",
     "dtype": "float32",
     "device": "auto",
@@ -56,6 +58,8 @@ def build_segmenter(cfg: Mapping[str, Any]) -> Segmenter:
             table_max_side=int(c["table_max_side"]),
             seed=int(c["seed"]),
             encoder_batch_size=int(c.get("encoder_batch_size", 4)),
+            sdpa=c["sdpa"],
+            compile=c["compile"],
         )
     if name == "superpixel":
         from .superpixel import SuperpixelSegmenter
