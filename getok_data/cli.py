@@ -35,8 +35,8 @@ def main() -> None:
 @click.option("--offset-masks/--no-offset-masks", default=None,
               help="Also store the masks one offset step from every anchor, so refined answers decode exactly "
                    "(default: on for superpixel, off for sam, where it costs ~4x the decoding).")
-@click.option("--segmenter", help="superpixel | sam")
-@click.option("--sam-model", help="vit_b | vit_l | vit_h | tiny")
+@click.option("--segmenter", help="superpixel | sam | sam2")
+@click.option("--sam-model", help="sam: vit_b | vit_l | vit_h | tiny; sam2: hiera_t | hiera_s | hiera_b+ | hiera_l | tiny")
 @click.option("--sam-checkpoint", type=click.Path(), help="Path of the SAM checkpoint (.pth).")
 @click.option("--points-per-batch", help="SAM prompts per decoder batch, or auto (4 on CPU, 64 on GPU).")
 @click.option("--fast-decoder/--no-fast-decoder", default=None, help="SAM: share the image embedding across prompts.")

@@ -4,6 +4,8 @@
 
 * ``sam``: segment-anything (``sam_model`` vit_b / vit_l / vit_h with ``sam_checkpoint``, or
   ``tiny``: random weights for tests), see :mod:`.sam`;
+* ``sam2``: the ``sam2`` package (``sam_model`` hiera_t / hiera_s / hiera_b+ / hiera_l with
+  ``sam_checkpoint``, or ``tiny``: random weights for tests), see :mod:`.sam2`;
 * ``superpixel``: weight-free Felzenszwalb over-segmentation (scikit-image), see :mod:`.superpixel`.
 
 torch / segment-anything are imported only when a ``sam`` segmenter is built.
@@ -14,7 +16,7 @@ from typing import Any, Mapping
 
 from .base import CandidateTable, Segmenter, SegmenterBase, grid_points, points_to_table, table_shape
 
-SEGMENTERS = ("sam", "superpixel")
+SEGMENTERS = ("sam", "sam2", "superpixel")
 
 DEFAULTS: dict[str, Any] = {
     "name": "sam",
@@ -35,7 +37,8 @@ DEFAULTS: dict[str, Any] = {
 def build_segmenter(cfg: Mapping[str, Any]) -> Segmenter:
     """Build a segmenter from a config mapping (missing keys take :data:`DEFAULTS`).
 
-    Keys: ``name`` (``sam`` | ``superpixel``), ``sam_model`` (``vit_b`` | ``vit_l`` | ``vit_h`` |
+    Keys: ``name`` (``sam`` | ``sam2`` | ``superpixel``), ``sam_model`` (sam2: ``hiera_t`` | ``hiera_s``
+    | ``hiera_b+`` | ``hiera_l`` | ``tiny``; sam: ``vit_b`` | ``vit_l`` | ``vit_h`` |
     ``tiny``), ``sam_checkpoint``, ``points_per_batch`` (int or ``auto``), ``fast_decoder`` (sam:
     :func:`~.sam.shared_image_decode`), ``multimask`` (``best_iou`` | ``single`` | ``0`` | ``1`` | ``2``), ``dtype`` (``float32`` | ``bfloat16``), ``device`` (``auto`` | ``cpu`` |
     ``cuda`` | ``cuda:N``), ``table_max_side``, ``seed`` (tiny weights). Optional extras:
@@ -60,6 +63,20 @@ def build_segmenter(cfg: Mapping[str, Any]) -> Segmenter:
             encoder_batch_size=int(c.get("encoder_batch_size", 4)),
             sdpa=c["sdpa"],
             compile=c["compile"],
+        )
+    if name == "sam2":
+        from .sam2 import Sam2Segmenter
+
+        return Sam2Segmenter(
+            model_type=str(c["sam_model"]),
+            checkpoint=c["sam_checkpoint"],
+            points_per_batch=c["points_per_batch"],
+            multimask=str(c["multimask"]),
+            dtype=str(c["dtype"]),
+            device=c["device"],
+            table_max_side=int(c["table_max_side"]),
+            seed=int(c["seed"]),
+            encoder_batch_size=int(c.get("encoder_batch_size", 4)),
         )
     if name == "superpixel":
         from .superpixel import SuperpixelSegmenter
