@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "grid": {"n": 32, "m": None, "offset_masks": "auto"},
     "segmenter": {
         "name": "superpixel", "sam_model": "vit_b", "sam_checkpoint": None, "points_per_batch": "auto",
-        "fast_decoder": True, "multimask": "best_iou", "dtype": "float32", "device": "auto", "table_max_side": 256,
+        "fast_decoder": True, "sdpa": "auto", "compile": False, "multimask": "best_iou", "dtype": "float32", "device": "auto", "table_max_side": 256,
         "seed": 0,
     },
     "selection": {"method": "sorted", "tau": 0.9},

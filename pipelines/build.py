@@ -73,7 +73,7 @@ def prepare_output(storage: Storage, cfg: dict, force: bool) -> str:
 def write_manifest(storage: Storage, cfg: dict, chash: str, status: str, sidecars: list[dict],
                    summary: dict | None = None) -> None:
     manifest = {
-        "format_version": 1,
+        "format_version": 2,  # 2: .cand.npz masks delta-coded (docs/FORMAT.md); 1 is still read
         "status": status,
         "config": cfg,
         "output_config": output_config(cfg),

@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: .cand.npz masks delta-coded (dataset/table.py); 1 is still read
 STATUSES = ("running", "complete")
 
 
