@@ -91,32 +91,52 @@ def select(table: PackedTable, gt_packed: np.ndarray, method: str = "sorted", ta
     inter = inter[cand]
     if len(cand) == 0:
         return Selection([], 0.0, "no grid point's candidate mask overlaps the target")
+    area = table.area[cand]
     if method == "sorted":
-        area = table.area[cand]
         iou = inter / (area + gt_area - inter)
-        return _greedy(table.words, g, gt_area, cand[np.lexsort((cand, -iou))], tau, first=True)
-    return _greedy(table.words, g, gt_area, cand, tau, first=False)
+        order = np.lexsort((cand, -iou))
+        return _greedy(table.words, g, gt_area, cand[order], inter[order], area[order], tau, first=True)
+    return _greedy(table.words, g, gt_area, cand, inter, area, tau, first=False)
 
 
-def _greedy(words: np.ndarray, g: np.ndarray, gt_area: int, order: np.ndarray, tau: float, first: bool) -> Selection:
+def _span(words: np.ndarray) -> slice:
+    nz = np.flatnonzero(words)
+    return slice(int(nz[0]), int(nz[-1]) + 1) if len(nz) else slice(0, 0)
+
+
+def _greedy(words: np.ndarray, g: np.ndarray, gt_area: int, order: np.ndarray, inter: np.ndarray,
+            area: np.ndarray, tau: float, first: bool) -> Selection:
     """Shared loop. ``first``: accept the first candidate in ``order`` that raises the IoU
-    (sorted); else accept the candidate with the largest new IoU among all remaining (gain)."""
-    union = np.zeros_like(g)
+    (sorted); else accept the candidate with the largest new IoU among all remaining (gain).
+
+    A candidate's gain is counted from what it shares with the union so far, split into the
+    union's part inside the GT and outside it: ``gain_in = inter - |m & union_in|``,
+    ``gain_out = (area - inter) - |m & union_out|``, each over that part's span of words only
+    (exact integers, so the same selection as counting ``m & ~union`` over whole rows).
+    """
+    union_in = np.zeros_like(g)
+    union_out = np.zeros_like(g)
+    span_in = span_out = slice(0, 0)
     inside = outside = 0  # union pixels in / out of the GT
     best, chosen, pos = 0.0, [], 0
-    remaining = order
+    remaining, inter, outer = order, np.asarray(inter, np.int64), np.asarray(area, np.int64) - inter
     while best < tau:
-        block = remaining[pos : pos + BLOCK] if first else remaining
+        if first:
+            block, b_in, b_out = remaining[pos : pos + BLOCK], inter[pos : pos + BLOCK], outer[pos : pos + BLOCK]
+        else:
+            block, b_in, b_out = remaining, inter, outer
         if len(block) == 0:
             break
-        fresh = words[block] & ~union
-        gain_in = _popcount(fresh & g)
-        gain_out = _popcount(fresh) - gain_in
+        gain_in, gain_out = b_in, b_out
+        if span_in.stop > span_in.start:
+            gain_in = b_in - _popcount(words[block, span_in] & union_in[span_in])
+        if span_out.stop > span_out.start:
+            gain_out = b_out - _popcount(words[block, span_out] & union_out[span_out])
         iou = (inside + gain_in) / (gt_area + outside + gain_out)
         if first:
             better = np.flatnonzero(iou > best)
             if len(better) == 0:
-                pos += BLOCK
+                pos += len(block)
                 continue
             k = int(better[0])
         else:
@@ -124,13 +144,16 @@ def _greedy(words: np.ndarray, g: np.ndarray, gt_area: int, order: np.ndarray, t
             if iou[k] <= best:
                 break
         u = int(block[k])
-        union |= words[u]
+        union_in |= words[u] & g
+        union_out |= words[u] & ~g
+        span_in, span_out = _span(union_in), _span(union_out)
         inside, outside, best = inside + int(gain_in[k]), outside + int(gain_out[k]), float(iou[k])
         chosen.append(u)
         if first:
             pos += k + 1
         else:
-            remaining = np.delete(remaining, k)
+            keep = np.arange(len(remaining)) != k
+            remaining, inter, outer = remaining[keep], inter[keep], outer[keep]
     return Selection(chosen, best)
 
 
