@@ -15,6 +15,7 @@ import numpy as np
 
 METHODS = ("sorted", "gain")
 BLOCK = 32  # candidates evaluated per vectorised step of the greedy loop
+CHUNK = 128  # masks per step of the overlap count (temporaries of ~100 kB stay in cache)
 
 
 def _popcount(a: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -86,7 +87,11 @@ def select(table: PackedTable, gt_packed: np.ndarray, method: str = "sorted", ta
     nz = np.flatnonzero(g)
     glo, ghi = int(nz[0]), int(nz[-1]) + 1
     # A slice over all masks beats gathering the overlapping ones (no copy of the table).
-    inter = np.add.reduce(np.bitwise_count(table.words[:, glo:ghi] & g[glo:ghi]), axis=1, dtype=np.int64)
+    inter = np.empty(len(table.words), np.int64)
+    gs = g[glo:ghi]
+    for a in range(0, len(table.words), CHUNK):  # chunks keep the temporaries in cache
+        both = table.words[a : a + CHUNK, glo:ghi] & gs
+        np.add.reduce(np.bitwise_count(both, out=both), axis=1, dtype=np.int64, out=inter[a : a + CHUNK])
     cand = np.flatnonzero(inter)
     inter = inter[cand]
     if len(cand) == 0:
