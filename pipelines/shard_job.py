@@ -10,7 +10,7 @@ Three stages run at once, so the segmenter (the accelerator) is fed continuously
 
 Results are collected in record order and ``finish`` is a pure function of its inputs, so the
 shard's bytes do not depend on the number of workers. Memory is bounded: at most
-``2 * cpu_workers + 1`` batches are in flight.
+``2 * cpu_workers + 1`` batches of images are in flight.
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from getok_data.shards import tar_bytes, write_shard
 from getok_data.storage import Storage
 from getok_data.types import ImageRecord
 
-SEGMENT_BATCH = 8  # images per segmenter call (the SAM encoder batches them)
+SEGMENT_BATCH = 4  # images per segmenter call: the SAM encoder batch (encoder_batch_size), and the
+# most CPU work left to drain after a shard's last segmenter call
 
 
 def _prepare_all(records: list[ImageRecord]) -> list[Prepared]:
@@ -98,7 +99,9 @@ def build_shard(index: int, records: list[ImageRecord], segmenter, cfg: dict, co
     results: list[SampleResult] = []
     batches = [records[b : b + SEGMENT_BATCH] for b in range(0, len(records), SEGMENT_BATCH)]
     in_flight: deque[Future] = deque()
-    depth = 2 * pool.workers  # finished-but-uncollected batches allowed ahead of the segmenter
+    # One job per image (a shard drains one image's CPU work after the segmenter's last batch,
+    # not a batch's); at most two batches per worker wait, so memory stays bounded.
+    depth = 2 * pool.workers * SEGMENT_BATCH
 
     def collect(limit: int) -> None:
         while len(in_flight) > limit:
@@ -115,7 +118,8 @@ def build_shard(index: int, records: list[ImageRecord], segmenter, cfg: dict, co
                 if k + 1 < len(batches):
                     ahead = reader.submit(_prepare_all, batches[k + 1])
                 tables = segment_prepared(prepared, segmenter, n, offset_m)
-                in_flight.append(pool.submit(list(zip(prepared, tables)), cfg, segmenter.identity))
+                for job in zip(prepared, tables):
+                    in_flight.append(pool.submit([job], cfg, segmenter.identity))
                 collect(depth)
             collect(0)
         finally:
