@@ -211,7 +211,7 @@ def test_checkpoint_is_loaded_and_hashed(tmp_path, monkeypatch):
 
 
 def test_unknown_segmenter_name():
-    with pytest.raises(ValueError, match="sam, superpixel"):
+    with pytest.raises(ValueError, match="sam, sam2, superpixel"):
         build_segmenter({"name": "sam3"})
 
 
