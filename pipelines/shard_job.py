@@ -18,6 +18,7 @@ import multiprocessing
 import time
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from getok_data.sample import Prepared, SampleResult, finish, prepare, segment_prepared
 from getok_data.shards import tar_bytes, write_shard
@@ -66,9 +67,16 @@ class CpuPool:
         return self._pool
 
     def submit(self, jobs: list[tuple[Prepared, object]], cfg: dict, identity: dict) -> Future:
+        """Queue ``finish`` for ``jobs``. A pool whose process died (OOM, kill) failed the shard
+        that was running; it is replaced here, so the runner's retry finds a working pool."""
         if self.processes:
             jobs = [(_slim(p), t) for p, t in jobs]
-        return self.executor.submit(_finish_all, jobs, cfg, identity)
+        try:
+            return self.executor.submit(_finish_all, jobs, cfg, identity)
+        except BrokenProcessPool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            return self.executor.submit(_finish_all, jobs, cfg, identity)
 
     def close(self) -> None:
         if self._pool is not None:

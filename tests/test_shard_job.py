@@ -63,3 +63,26 @@ def test_cpu_workers_is_checked_and_settable_by_flag(tmp_path):
     from pipelines.ray_runner import actor_cpus
     assert actor_cpus({"cpus_per_actor": 1.0, "cpu_workers": 3}) == 3.0
     assert actor_cpus({"cpus_per_actor": 4.0, "cpu_workers": 2}) == 4.0
+
+
+def test_a_killed_worker_process_is_replaced_for_the_next_shard(tmp_path):
+    """A worker process that dies (OOM killer, kill -9) breaks the pool: the shard it was on
+    fails (the runner retries it), and the next submit replaces the pool."""
+    import os
+    import signal
+    import time
+
+    c = cfg(tmp_path, cpu_workers=2)
+    records = list(get_source("synthetic", split="train", size=12).records())[:4]
+    seg = build_segmenter(c["segmenter"])
+    with CpuPool(2) as pool:
+        first = build_shard(0, records, seg, c, "h", str(tmp_path / "a"), pool=pool)
+        broken = pool.executor
+        os.kill(next(iter(broken._processes)), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not broken._broken and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert broken._broken
+        again = build_shard(0, records, seg, c, "h", str(tmp_path / "c"), pool=pool)
+        assert pool.executor is not broken
+    assert again["sha256"] == first["sha256"]
