@@ -15,7 +15,6 @@ import numpy as np
 
 METHODS = ("sorted", "gain")
 BLOCK = 32  # candidates evaluated per vectorised step of the greedy loop
-CHUNK = 128  # masks per step of the overlap count (temporaries of ~100 kB stay in cache)
 
 
 def _popcount(a: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -87,61 +86,37 @@ def select(table: PackedTable, gt_packed: np.ndarray, method: str = "sorted", ta
     nz = np.flatnonzero(g)
     glo, ghi = int(nz[0]), int(nz[-1]) + 1
     # A slice over all masks beats gathering the overlapping ones (no copy of the table).
-    inter = np.empty(len(table.words), np.int64)
-    gs = g[glo:ghi]
-    for a in range(0, len(table.words), CHUNK):  # chunks keep the temporaries in cache
-        both = table.words[a : a + CHUNK, glo:ghi] & gs
-        np.add.reduce(np.bitwise_count(both, out=both), axis=1, dtype=np.int64, out=inter[a : a + CHUNK])
+    inter = np.add.reduce(np.bitwise_count(table.words[:, glo:ghi] & g[glo:ghi]), axis=1, dtype=np.int64)
     cand = np.flatnonzero(inter)
     inter = inter[cand]
     if len(cand) == 0:
         return Selection([], 0.0, "no grid point's candidate mask overlaps the target")
-    area = table.area[cand]
     if method == "sorted":
+        area = table.area[cand]
         iou = inter / (area + gt_area - inter)
-        order = np.lexsort((cand, -iou))
-        return _greedy(table.words, g, gt_area, cand[order], inter[order], area[order], tau, first=True)
-    return _greedy(table.words, g, gt_area, cand, inter, area, tau, first=False)
+        return _greedy(table.words, g, gt_area, cand[np.lexsort((cand, -iou))], tau, first=True)
+    return _greedy(table.words, g, gt_area, cand, tau, first=False)
 
 
-def _span(words: np.ndarray) -> slice:
-    nz = np.flatnonzero(words)
-    return slice(int(nz[0]), int(nz[-1]) + 1) if len(nz) else slice(0, 0)
-
-
-def _greedy(words: np.ndarray, g: np.ndarray, gt_area: int, order: np.ndarray, inter: np.ndarray,
-            area: np.ndarray, tau: float, first: bool) -> Selection:
+def _greedy(words: np.ndarray, g: np.ndarray, gt_area: int, order: np.ndarray, tau: float, first: bool) -> Selection:
     """Shared loop. ``first``: accept the first candidate in ``order`` that raises the IoU
-    (sorted); else accept the candidate with the largest new IoU among all remaining (gain).
-
-    A candidate's gain is counted from what it shares with the union so far, split into the
-    union's part inside the GT and outside it: ``gain_in = inter - |m & union_in|``,
-    ``gain_out = (area - inter) - |m & union_out|``, each over that part's span of words only
-    (exact integers, so the same selection as counting ``m & ~union`` over whole rows).
-    """
-    union_in = np.zeros_like(g)
-    union_out = np.zeros_like(g)
-    span_in = span_out = slice(0, 0)
+    (sorted); else accept the candidate with the largest new IoU among all remaining (gain)."""
+    union = np.zeros_like(g)
     inside = outside = 0  # union pixels in / out of the GT
     best, chosen, pos = 0.0, [], 0
-    remaining, inter, outer = order, np.asarray(inter, np.int64), np.asarray(area, np.int64) - inter
+    remaining = order
     while best < tau:
-        if first:
-            block, b_in, b_out = remaining[pos : pos + BLOCK], inter[pos : pos + BLOCK], outer[pos : pos + BLOCK]
-        else:
-            block, b_in, b_out = remaining, inter, outer
+        block = remaining[pos : pos + BLOCK] if first else remaining
         if len(block) == 0:
             break
-        gain_in, gain_out = b_in, b_out
-        if span_in.stop > span_in.start:
-            gain_in = b_in - _popcount(words[block, span_in] & union_in[span_in])
-        if span_out.stop > span_out.start:
-            gain_out = b_out - _popcount(words[block, span_out] & union_out[span_out])
+        fresh = words[block] & ~union
+        gain_in = _popcount(fresh & g)
+        gain_out = _popcount(fresh) - gain_in
         iou = (inside + gain_in) / (gt_area + outside + gain_out)
         if first:
             better = np.flatnonzero(iou > best)
             if len(better) == 0:
-                pos += len(block)
+                pos += BLOCK
                 continue
             k = int(better[0])
         else:
@@ -149,16 +124,13 @@ def _greedy(words: np.ndarray, g: np.ndarray, gt_area: int, order: np.ndarray, i
             if iou[k] <= best:
                 break
         u = int(block[k])
-        union_in |= words[u] & g
-        union_out |= words[u] & ~g
-        span_in, span_out = _span(union_in), _span(union_out)
+        union |= words[u]
         inside, outside, best = inside + int(gain_in[k]), outside + int(gain_out[k]), float(iou[k])
         chosen.append(u)
         if first:
             pos += k + 1
         else:
-            keep = np.arange(len(remaining)) != k
-            remaining, inter, outer = remaining[keep], inter[keep], outer[keep]
+            remaining = np.delete(remaining, k)
     return Selection(chosen, best)
 
 
