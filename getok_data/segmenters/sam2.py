@@ -133,7 +133,8 @@ class Sam2Segmenter(SegmenterBase):
             feats = [f.permute(1, 2, 0).reshape(b, -1, *size) for f, size in zip(vision_feats[::-1], _FEAT_SIZES[::-1])][::-1]
             return _Features(feats[-1], feats[:-1])
 
-        xs = [self.transforms(im)[None].to(self.device) for im in images]
+        # (a read-only array, e.g. a decoded image's view, is copied: ToTensor warns on those)
+        xs = [self.transforms(im if im.flags.writeable else im.copy())[None].to(self.device) for im in images]
         if self.device.type == "cpu":
             parts = [run(x) for x in xs]
             feats = _Features(torch.cat([p.image_embed for p in parts]),
