@@ -107,8 +107,8 @@ def build_shard(index: int, records: list[ImageRecord], segmenter, cfg: dict, co
     results: list[SampleResult] = []
     batches = [records[b : b + SEGMENT_BATCH] for b in range(0, len(records), SEGMENT_BATCH)]
     in_flight: deque[Future] = deque()
-    # One job per image (a shard drains one image's CPU work after the segmenter's last batch,
-    # not a batch's); at most two batches per worker wait, so memory stays bounded.
+    # One CPU job per image, submitted as soon as its batch is segmented; at most two batches'
+    # worth of images per worker wait uncollected, so memory stays bounded.
     depth = 2 * pool.workers * SEGMENT_BATCH
 
     def collect(limit: int) -> None:
