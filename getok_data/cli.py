@@ -71,8 +71,8 @@ def main() -> None:
 @click.option("--offset-masks/--no-offset-masks", default=None,
               help="Also store the masks one offset step from every anchor, so refined answers decode exactly "
                    "(default: on for superpixel, off for sam, where it costs ~4x the decoding).")
-@click.option("--segmenter", help="superpixel | sam")
-@click.option("--sam-model", help="vit_b | vit_l | vit_h | tiny")
+@click.option("--segmenter", help="superpixel | sam | sam2")
+@click.option("--sam-model", help="sam: vit_b | vit_l | vit_h | tiny; sam2: hiera_t | hiera_s | hiera_b+ | hiera_l | tiny")
 @click.option("--sam-checkpoint", type=click.Path(), help="Path of the SAM checkpoint (.pth).")
 @click.option("--points-per-batch", help="SAM prompts per decoder batch, or auto (4 on CPU, 64 on GPU).")
 @click.option("--fast-decoder/--no-fast-decoder", default=None, help="SAM: share the image embedding across prompts.")
@@ -92,6 +92,7 @@ def main() -> None:
 @click.option("--num-actors", type=int)
 @click.option("--gpus-per-actor", type=float)
 @click.option("--cpus-per-actor", type=float)
+@click.option("--cpu-workers", type=int, help="CPU workers per runner/actor that annotate while the segmenter runs.")
 @click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Set any config key (repeatable), e.g. --set segmenter.scale=200; flags above win.")
 @click.option("--no-progress", is_flag=True)
@@ -100,7 +101,7 @@ def build(config_path, src, split, size, seed, data_root, image_root, annotation
           include_crowd, data_files, columns, preset, min_token_iou, n, m, offset_masks, segmenter, sam_model,
           sam_checkpoint, points_per_batch, fast_decoder, multimask, dtype, device, table_max_side, method, tau, out,
           images_per_shard, limit, max_error_rate, force, runner, address, num_actors, gpus_per_actor, cpus_per_actor,
-          settings, no_progress, as_json) -> None:
+          cpu_workers, settings, no_progress, as_json) -> None:
     """Build (or resume) a sharded WebDataset of grounding tokens."""
     from pipelines.build import BuildError, check_error_rate, run_build
 
@@ -123,7 +124,8 @@ def build(config_path, src, split, size, seed, data_root, image_root, annotation
         "selection": {"method": method, "tau": tau, "min_token_iou": min_token_iou},
         "build": {"out": out, "images_per_shard": images_per_shard, "max_error_rate": max_error_rate,
                   "runner": runner, "address": address, "num_actors": num_actors,
-                  "gpus_per_actor": gpus_per_actor, "cpus_per_actor": cpus_per_actor},
+                  "gpus_per_actor": gpus_per_actor, "cpus_per_actor": cpus_per_actor,
+                  "cpu_workers": cpu_workers},
     }
     try:
         overrides = _parse_set(settings)

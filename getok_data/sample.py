@@ -11,7 +11,7 @@ import numpy as np
 
 from .annotate import annotate_image
 from .config import BuildConfig
-from .dataset import json_bytes, npz_bytes
+from .dataset import json_bytes, table_bytes
 from .images import ImageError, decode_full, image_label, read_bytes
 from .types import ErrorRecord, ImageRecord
 
@@ -77,7 +77,7 @@ def finish(p: Prepared, table, cfg: BuildConfig, identity: dict) -> SampleResult
             return SampleResult(rec.key, None, errors, targets_seen=seen)
         if p.orientation not in (None, 1):
             sample["exif_orientation"] = p.orientation  # recorded, not applied (docs/FORMAT.md)
-        members = {p.ext: p.data, "json": json_bytes(sample, strict=True), "cand.npz": npz_bytes(arrays)}
+        members = {p.ext: p.data, "json": json_bytes(sample, strict=True), "cand.npz": table_bytes(arrays)}
     except Exception as e:  # packing one image must never cost the shard
         if "OutOfMemory" in type(e).__name__:
             raise

@@ -8,14 +8,14 @@ from getok_data.storage import Storage
 
 from .plan import make_source, plan
 from .progress import Progress
-from .shard_job import build_shard
+from .shard_job import CpuPool, build_shard
 
 
 def run_local(cfg: BuildConfig, chash: str, storage: Storage, progress: bool = True) -> tuple[list[dict], int]:
     segmenter = None  # built on first need, so a fully resumed build loads no model
     sidecars: list[dict] = []
     num_shards = 0
-    with Progress(enabled=progress) as bar:
+    with Progress(enabled=progress) as bar, CpuPool(cfg.build.cpu_workers) as pool:
         for index, records in plan(make_source(cfg), cfg.build.images_per_shard):
             num_shards = index + 1
             done = shard_is_complete(storage, index, chash)
@@ -24,7 +24,7 @@ def run_local(cfg: BuildConfig, chash: str, storage: Storage, progress: bool = T
             else:
                 if segmenter is None:
                     segmenter = build_segmenter(cfg.segmenter)
-                done = build_shard(index, records, segmenter, cfg, chash, storage.url, on_image=bar.image)
+                done = build_shard(index, records, segmenter, cfg, chash, storage.url, on_image=bar.image, pool=pool)
                 bar.shard(done)
             sidecars.append(done)
     return sidecars, num_shards

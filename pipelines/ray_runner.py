@@ -26,7 +26,7 @@ from getok_data.storage import Storage
 from .output import BuildError
 from .plan import make_source, plan
 from .progress import Progress
-from .shard_job import build_shard
+from .shard_job import CpuPool, build_shard
 
 QUEUE_DEPTH = 2  # shards in flight per actor
 RESTART_WAIT_S = 1.0  # how long a restarting actor rests before it is given work again
@@ -36,14 +36,15 @@ MAX_UNAVAILABLE = 300  # consecutive "actor unavailable" answers before the job 
 class ShardWorker:
     """Holds one segmenter; builds whole shards."""
 
-    def __init__(self, segmenter_cfg: PluginConfig):
+    def __init__(self, segmenter_cfg: PluginConfig, cpu_workers: int = 1):
         self.segmenter = build_segmenter(segmenter_cfg)
+        self.pool = CpuPool(cpu_workers)  # kept for the actor's life: worker processes start once
 
     def pid(self) -> int:
         return os.getpid()
 
     def build(self, index: int, records: list, cfg: BuildConfig, chash: str, out: str) -> dict:
-        return build_shard(index, records, self.segmenter, cfg, chash, out)
+        return build_shard(index, records, self.segmenter, cfg, chash, out, pool=self.pool)
 
 
 def _connect(address: str | None) -> None:
@@ -56,12 +57,18 @@ def _connect(address: str | None) -> None:
         ray.init(runtime_env=env, log_to_driver=False, include_dashboard=False)
 
 
+def actor_cpus(bcfg: BuildOptions) -> float:
+    """CPUs each actor reserves: ``cpus_per_actor``, and at least one per CPU worker
+    (``build.cpu_workers``), so Ray never packs more annotation work on a node than it has cores."""
+    return max(bcfg.cpus_per_actor, float(bcfg.cpu_workers))
+
+
 def _num_actors(bcfg: BuildOptions) -> int:
     if bcfg.num_actors:
         return bcfg.num_actors
     res = ray.cluster_resources()
     gpus = bcfg.gpus_per_actor
-    by_cpu = int(res.get("CPU", 1) // bcfg.cpus_per_actor)
+    by_cpu = int(res.get("CPU", 1) // actor_cpus(bcfg))
     by_gpu = int(res.get("GPU", 0) // gpus) if gpus > 0 else by_cpu
     return max(1, min(by_cpu, by_gpu))
 
@@ -70,10 +77,10 @@ def run_ray(cfg: BuildConfig, chash: str, storage: Storage, progress: bool = Tru
     bcfg = cfg.build
     _connect(bcfg.address)
     actor_cls = ray.remote(
-        num_cpus=bcfg.cpus_per_actor, num_gpus=bcfg.gpus_per_actor,
+        num_cpus=actor_cpus(bcfg), num_gpus=bcfg.gpus_per_actor,
         max_restarts=-1, max_task_retries=0,
     )(ShardWorker)
-    actors = [actor_cls.remote(cfg.segmenter) for _ in range(_num_actors(bcfg))]
+    actors = [actor_cls.remote(cfg.segmenter, bcfg.cpu_workers) for _ in range(_num_actors(bcfg))]
     # Two shards in flight per actor: one running, one queued at the actor, so an actor never
     # waits while the driver reads (or, for synthetic data, renders) its next shard.
     free = deque(k for _ in range(QUEUE_DEPTH) for k in range(len(actors)))

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from getok_data.cli import main as cli
 from getok_data.config import load_config
+from getok_data.dataset import load_npz
 from pipelines.build import BuildError, run_build
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
@@ -59,7 +60,7 @@ def test_build_is_deterministic_and_meets_the_contract(reference, tmp_path):
     assert all(i.mtime == 0 and i.uid == 0 and i.uname == "" for i in infos)
 
     meta = json.loads(samples[0]["json"])
-    cand = np.load(io.BytesIO(samples[0]["cand.npz"]), allow_pickle=False)
+    cand = load_npz(samples[0]["cand.npz"])  # .cand.npz v2 stores masks delta-coded; load_npz decodes
     assert cand["index"].dtype == np.int32 and cand["index"].shape == (8, 8)
     h, w = cand["shape"]
     assert cand["masks"].shape[1] == (h * w + 7) // 8
@@ -98,9 +99,9 @@ def test_offset_masks_build_adds_exact_refined_masks_and_changes_nothing_else(re
     plain = dict(iter_samples((plain_dir / "shard-000000.tar").read_bytes()))
     for key, m in iter_samples((ref / "shard-000000.tar").read_bytes()):
         assert m["json"] == plain[key]["json"] and m["png"] == plain[key]["png"]
-        old = np.load(io.BytesIO(plain[key]["cand.npz"]), allow_pickle=False)
-        new = {k: v for k, v in np.load(io.BytesIO(m["cand.npz"]), allow_pickle=False).items()}
-        assert "offsets" not in old.files and new["offsets"].shape == (8, 8, 9)
+        old = load_npz(plain[key]["cand.npz"])
+        new = load_npz(m["cand.npz"])
+        assert "offsets" not in old and new["offsets"].shape == (8, 8, 9)
         assert np.array_equal(new["index"], old["index"])
         assert np.array_equal(new["masks"][: len(old["masks"])], old["masks"])
         meta = json.loads(m["json"])
@@ -361,8 +362,8 @@ def test_tiny_sam_build_end_to_end_on_cpu(tmp_path, offset_masks):
     ident = json.loads(sample["json"])["segmenter"]
     assert ident["name"] == "sam" and ident["model_type"] == "tiny"
     assert ident["checkpoint_sha256"] == "random-seed-0" and ident["multimask"] == "best_iou"
-    cand = np.load(io.BytesIO(sample["cand.npz"]), allow_pickle=False)
-    assert ("offsets" in cand.files) == offset_masks
+    cand = load_npz(sample["cand.npz"])
+    assert ("offsets" in cand) == offset_masks
 
 
 def test_offset_masks_auto_follows_the_segmenter_and_rejects_nonsense():

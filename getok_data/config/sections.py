@@ -72,8 +72,12 @@ class BuildOptions:
     cpus_per_actor: float = 1.0
     shard_timeout_s: float = 3600.0
     max_retries: int = 3
+    # CPU workers per runner / Ray actor that annotate and pack while the segmenter runs (1: a
+    # thread; k >= 2: k processes); an actor reserves max(cpus_per_actor, cpu_workers) CPUs
+    cpu_workers: int = 1
 
     def __post_init__(self) -> None:
+        _require(self.cpu_workers >= 1, f"cpu_workers: must be >= 1, got {self.cpu_workers}")
         _require(self.images_per_shard >= 1, f"images_per_shard: must be >= 1, got {self.images_per_shard}")
         _require(0 <= self.max_error_rate <= 1, f"max_error_rate: must be in [0, 1], got {self.max_error_rate}")
         _require(self.num_actors is None or self.num_actors >= 1, f"num_actors: must be >= 1, got {self.num_actors}")

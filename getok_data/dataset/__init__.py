@@ -12,13 +12,13 @@ scorer) goes through this package:
 from .manifest import MANIFEST_FORMAT_VERSION, SAMPLE_FORMAT_VERSION, Manifest, ManifestError, Sidecar, parse_sidecar
 from .names import ERRORS, LOCK, MANIFEST, is_shard_name, shard_index, shard_name, sidecar_name
 from .reader import Dataset, DatasetError, Sample, iter_tar
-from .table import TableError, check_table, load_npz, npz_bytes
+from .table import TABLE_VERSION, TableError, check_table, load_npz, npz_bytes, table_bytes
 from .writer import json_bytes, shard_is_complete, tar_bytes, write_shard
 
 __all__ = [
     "Dataset", "DatasetError", "Sample", "iter_tar",
     "MANIFEST", "ERRORS", "LOCK", "shard_name", "sidecar_name", "shard_index", "is_shard_name",
-    "TableError", "check_table", "load_npz", "npz_bytes",
+    "TableError", "check_table", "load_npz", "npz_bytes", "table_bytes", "TABLE_VERSION",
     "Manifest", "ManifestError", "Sidecar", "parse_sidecar", "SAMPLE_FORMAT_VERSION", "MANIFEST_FORMAT_VERSION",
     "json_bytes", "tar_bytes", "write_shard", "shard_is_complete",
 ]

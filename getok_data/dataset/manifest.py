@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TypedDict
 
-SAMPLE_FORMAT_VERSION = 2  # of a sample's .json and .cand.npz (docs/FORMAT.md section 4)
+SAMPLE_FORMAT_VERSION = 2  # of a sample's .json and .cand.npz (docs/FORMAT.md section 4); 1 is still read
 MANIFEST_FORMAT_VERSION = 1  # of manifest.json and the sidecars
 STATUSES = ("running", "complete")
 

@@ -12,6 +12,7 @@ from ..options import build, check
 from .base import SEGMENTERS, CandidateTable, Segmenter, SegmenterBase, grid_points, points_to_table, table_shape
 
 SEGMENTERS.declare("sam", "getok_data.segmenters.sam")
+SEGMENTERS.declare("sam2", "getok_data.segmenters.sam2")  # the sam2 package (SAM 2.1 Hiera)
 SEGMENTERS.declare("superpixel", "getok_data.segmenters.superpixel")
 
 

@@ -11,7 +11,6 @@ decode it, instead of borrowing a grid point's mask.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -86,7 +85,6 @@ def offset_positions(height: int, width: int, n: int, m: int) -> tuple[np.ndarra
     return points.astype(np.float64), where
 
 
-@dataclass
 class CandidateTable:
     """Unique candidate masks for one image plus the grid-point -> mask index map.
 
@@ -98,28 +96,46 @@ class CandidateTable:
     the mask of anchor ``(i, j)`` moved by step ``s`` (``-1`` = none, or off the image);
     ``offsets[..., 4]`` (keep) equals ``index``. The grid's masks come first (ids
     ``0 .. index.max()``), the masks only offset positions produce after them.
+
+    A table holds its masks bool, bit-packed (:meth:`packed`), or both: one made from packed
+    rows (``packed=``, ``shape=``; what a segmenter that packs on the device hands over) unpacks
+    ``masks`` only when asked, so the build never materialises the bool masks on the host.
     """
 
-    masks: np.ndarray
-    index: np.ndarray
-    scores: np.ndarray
-    offsets: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        self.masks = np.asarray(self.masks, dtype=bool)
-        self.index = np.asarray(self.index, dtype=np.int32)
-        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
-        if self.masks.ndim != 3:
-            raise ValueError(f"masks must be [U, h, w], got shape {self.masks.shape}")
+    def __init__(self, masks: np.ndarray | None = None, index: np.ndarray | None = None,
+                 scores: np.ndarray | Sequence[float] | None = None, offsets: np.ndarray | None = None, *,
+                 packed: np.ndarray | None = None, shape: Sequence[int] | None = None) -> None:
+        if index is None or scores is None:
+            raise TypeError("CandidateTable needs index and scores")
+        if (masks is None) == (packed is None):
+            raise TypeError("CandidateTable needs exactly one of masks= or packed= (with shape=)")
+        self._masks: np.ndarray | None = None
+        self._packed: np.ndarray | None = None
+        if masks is not None:
+            self._masks = np.asarray(masks, dtype=bool)
+            if self._masks.ndim != 3:
+                raise ValueError(f"masks must be [U, h, w], got shape {self._masks.shape}")
+            self._shape = (int(self._masks.shape[1]), int(self._masks.shape[2]))
+            u = self._masks.shape[0]
+        else:
+            if shape is None or len(shape) != 2 or min(int(v) for v in shape) < 1:
+                raise ValueError(f"packed masks need a positive shape=(h, w), got {shape}")
+            self._shape = (int(shape[0]), int(shape[1]))
+            self._packed = np.ascontiguousarray(packed, dtype=np.uint8)
+            b = (self._shape[0] * self._shape[1] + 7) // 8
+            if self._packed.ndim != 2 or self._packed.shape[1] != b:
+                raise ValueError(f"packed masks must be uint8 [U, {b}] for shape {self._shape}, got {self._packed.shape}")
+            u = self._packed.shape[0]
+        self.index = np.asarray(index, dtype=np.int32)
+        self.scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        self.offsets = None if offsets is None else np.asarray(offsets, dtype=np.int32)
         if self.index.ndim != 2 or self.index.shape[0] != self.index.shape[1]:
             raise ValueError(f"index must be [n, n], got shape {self.index.shape}")
-        u = self.masks.shape[0]
         if self.scores.shape[0] != u:
             raise ValueError(f"scores has {self.scores.shape[0]} entries for {u} masks")
         if self.index.size and (self.index.min() < -1 or self.index.max() >= u):
             raise ValueError(f"index values must be in [-1, {u}), got {self.index.min()}..{self.index.max()}")
         if self.offsets is not None:
-            self.offsets = np.asarray(self.offsets, dtype=np.int32)
             n = self.index.shape[0]
             if self.offsets.shape != (n, n, 9):
                 raise ValueError(f"offsets must be [{n}, {n}, 9], got shape {self.offsets.shape}")
@@ -129,9 +145,28 @@ class CandidateTable:
                 raise ValueError("offsets[..., 4] (keep) must equal index")
 
     @property
+    def masks(self) -> np.ndarray:
+        """Bool masks ``[U, h, w]`` (unpacked on first use when the table was made packed)."""
+        if self._masks is None:
+            h, w = self._shape
+            u = len(self._packed)
+            self._masks = np.unpackbits(self._packed, axis=1, count=h * w).reshape(u, h, w).view(bool)
+        return self._masks
+
+    def __getstate__(self) -> dict:
+        """Pickle (CPU worker processes) the packed form only: 8x smaller than the bool masks."""
+        state = dict(self.__dict__)
+        state["_packed"] = self.packed()
+        state["_masks"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return f"CandidateTable(U={len(self)}, shape={self._shape}, n={self.n}, offsets={self.offsets is not None})"
+
+    @property
     def shape(self) -> tuple[int, int]:
         """Table resolution ``(h, w)``."""
-        return int(self.masks.shape[1]), int(self.masks.shape[2])
+        return self._shape
 
     @property
     def n(self) -> int:
@@ -139,7 +174,7 @@ class CandidateTable:
         return int(self.index.shape[0])
 
     def __len__(self) -> int:
-        return int(self.masks.shape[0])
+        return int(len(self._packed) if self._packed is not None else len(self._masks))
 
     def with_offsets(self, packed: np.ndarray, scores: np.ndarray, where: np.ndarray) -> "CandidateTable":
         """This table plus the masks one offset step from each anchor: ``packed`` uint8 ``[Q, B]``
@@ -147,29 +182,22 @@ class CandidateTable:
         :func:`offset_positions`: each move's row of ``packed``, -1 off the image). Masks already
         in the table are reused, new ones appended in row order, empty ones -1."""
         own = self.packed()
-        seen = {row.tobytes(): u for u, row in enumerate(own)}
-        rows_id = np.full(len(packed), -1, dtype=np.int64)
-        new: list[int] = []
-        for q, row in enumerate(np.asarray(packed, dtype=np.uint8)):
-            if not row.any():
-                continue
-            key = row.tobytes()
-            if key not in seen:
-                seen[key] = len(own) + len(new)
-                new.append(q)
-            rows_id[q] = seen[key]
-        h, w = self.shape
-        extra = np.unpackbits(np.asarray(packed, np.uint8)[new], axis=1, count=h * w).reshape(len(new), h, w)
+        packed = np.ascontiguousarray(packed, dtype=np.uint8)
+        rows_id, new = _dedup_rows(packed, own)
         ids = np.where(where >= 0, rows_id[np.maximum(where, 0)], -1)
         offsets = np.concatenate([ids[..., :4], self.index[..., None], ids[..., 4:]], axis=2)
         return CandidateTable(
-            masks=np.concatenate([self.masks, extra.astype(bool)]), index=self.index,
+            packed=np.concatenate([own, packed[new]]), shape=self.shape, index=self.index,
             scores=np.concatenate([self.scores, np.asarray(scores, np.float32)[new]]), offsets=offsets,
         )
 
     def packed(self) -> np.ndarray:
-        """Bit-packed masks: ``np.packbits(masks.reshape(U, -1), axis=1)``, uint8 ``[U, ceil(h*w/8)]``."""
-        return np.packbits(self.masks.reshape(self.masks.shape[0], -1), axis=1)
+        """Bit-packed masks: ``np.packbits(masks.reshape(U, -1), axis=1)``, uint8 ``[U, ceil(h*w/8)]``
+        (computed once, then kept)."""
+        if self._packed is None:
+            h, w = self._shape
+            self._packed = np.packbits(self._masks.reshape(len(self._masks), h * w), axis=1)
+        return self._packed
 
     @classmethod
     def from_packed(
@@ -180,13 +208,11 @@ class CandidateTable:
         scores: np.ndarray | None = None,
     ) -> "CandidateTable":
         """Inverse of :meth:`packed`."""
-        h, w = int(shape[0]), int(shape[1])
         packed = np.asarray(packed, dtype=np.uint8)
-        u = packed.shape[0]
-        masks = np.unpackbits(packed.reshape(u, -1), axis=1, count=h * w).reshape(u, h, w).astype(bool)
+        packed = packed.reshape(len(packed), -1)
         if scores is None:
-            scores = np.ones(u, dtype=np.float32)
-        return cls(masks=masks, index=index, scores=scores)
+            scores = np.ones(len(packed), dtype=np.float32)
+        return cls(packed=packed, shape=shape, index=index, scores=scores)
 
     @classmethod
     def from_point_masks(
@@ -212,52 +238,92 @@ class CandidateTable:
             if arr.ndim != 3 or (hw is not None and arr.shape[1:] != hw):
                 raise ValueError(f"point masks must be [P, h, w] (h, w = {hw}), got {arr.shape}")
             hw = (int(arr.shape[1]), int(arr.shape[2]))
-            rows: list[np.ndarray | None] = list(np.packbits(arr.reshape(p, -1), axis=1))
+            rows = np.packbits(arr.reshape(p, hw[0] * hw[1]), axis=1)
         else:
-            rows = []
+            listed: list[np.ndarray | None] = []
             for k, m in enumerate(point_masks):
                 if m is None:
-                    rows.append(None)
+                    listed.append(None)
                     continue
                 m = np.asarray(m, dtype=bool)
                 if hw is None:
                     hw = (int(m.shape[0]), int(m.shape[1]))
                 elif m.shape != hw:
                     raise ValueError(f"point mask {k} has shape {m.shape}, expected {hw}")
-                rows.append(np.packbits(m.reshape(-1)))
-        seen: dict[bytes, int] = {}
-        first: list[int] = []
-        index = np.full(p, -1, dtype=np.int32)
-        for k, row in enumerate(rows):
-            if row is None or not row.any():
-                continue
-            key = row.tobytes()
-            u = seen.get(key)
-            if u is None:
-                u = seen[key] = len(first)
-                first.append(k)
-            index[k] = u
-        if hw is None:
-            raise ValueError("no point has a mask; pass shape=(h, w)")
-        if isinstance(point_masks, np.ndarray):
-            masks = np.asarray(point_masks, dtype=bool)[first].reshape(len(first), *hw)
-        else:
-            masks = np.zeros((len(first), *hw), dtype=bool)
-            for u, k in enumerate(first):
-                masks[u] = np.asarray(point_masks[k], dtype=bool)
+                listed.append(np.packbits(m.reshape(-1)))
+            if hw is None:
+                raise ValueError("no point has a mask; pass shape=(h, w)")
+            rows = np.zeros((p, (hw[0] * hw[1] + 7) // 8), np.uint8)
+            for k, row in enumerate(listed):
+                if row is not None:
+                    rows[k] = row
+        return cls.from_point_rows(rows, n, scores, hw)
+
+    @classmethod
+    def from_point_rows(cls, rows: np.ndarray, n: int, scores: np.ndarray | Sequence[float] | None,
+                        shape: Sequence[int]) -> "CandidateTable":
+        """A table from one bit-packed mask row per grid point (uint8 ``[n*n, B]``, raster order):
+        identical rows are stored once (first appearance), all-zero rows map to ``-1``."""
+        rows = np.ascontiguousarray(rows, dtype=np.uint8)
+        if rows.ndim != 2 or len(rows) != n * n:
+            raise ValueError(f"expected {n * n} packed point masks for n={n}, got {rows.shape}")
+        ids, first = _dedup_rows(rows)
         sc = np.ones(len(first), np.float32) if scores is None else np.asarray(scores, np.float32)[first]
-        return cls(masks=masks, index=index.reshape(n, n), scores=sc)
+        return cls(packed=rows[first], shape=shape, index=ids.astype(np.int32).reshape(n, n), scores=sc)
 
     def equals(self, other: "CandidateTable") -> bool:
         """Exact equality of masks, index and scores."""
         return (
-            self.masks.shape == other.masks.shape
-            and np.array_equal(self.masks, other.masks)
+            self.shape == other.shape
+            and np.array_equal(self.packed(), other.packed())
             and np.array_equal(self.index, other.index)
             and np.array_equal(self.scores, other.scores)
             and (self.offsets is None) == (other.offsets is None)
             and (self.offsets is None or np.array_equal(self.offsets, other.offsets))
         )
+
+
+def _fingerprints(rows: np.ndarray) -> np.ndarray:
+    """A 64-bit fingerprint per packed row (a fixed random linear hash of its words, mod 2^64):
+    equal rows always share one; :func:`_dedup_rows` confirms every match exactly."""
+    b = rows.shape[1]
+    pad = (-b) % 8
+    if pad:
+        rows = np.concatenate([rows, np.zeros((len(rows), pad), np.uint8)], axis=1)
+    words = rows.view(np.uint64)
+    mult = np.random.default_rng(0x6E70).integers(1, 2**63, size=words.shape[1], dtype=np.uint64) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        return (words * mult).sum(axis=1, dtype=np.uint64) ^ words[:, :1].reshape(-1)
+
+
+def _dedup_rows(rows: np.ndarray, known: np.ndarray | None = None) -> tuple[np.ndarray, list[int]]:
+    """Deduplicate packed rows in order: ``(ids, first)`` with ``ids[q]`` the id of row ``q``
+    (``-1`` for an all-zero row; rows equal to ``known[u]`` get ``u``, new ones
+    ``len(known) + k``) and ``first`` the rows that are new, in order. Exact (fingerprint
+    matches are compared byte for byte)."""
+    base = 0 if known is None else len(known)
+    ids = np.full(len(rows), -1, dtype=np.int64)
+    if not len(rows):
+        return ids, []
+    nonzero = rows.any(axis=1)
+    fps = _fingerprints(rows).tolist()
+    seen: dict[int, list[tuple[int, np.ndarray]]] = {}
+    if known is not None and len(known):
+        for u, fp in enumerate(_fingerprints(known).tolist()):
+            seen.setdefault(fp, []).append((u, known[u]))
+    first: list[int] = []
+    for q in np.flatnonzero(nonzero).tolist():
+        row = rows[q]
+        bucket = seen.setdefault(fps[q], [])
+        for u, other in bucket:
+            if np.array_equal(row, other):
+                ids[q] = u
+                break
+        else:
+            ids[q] = base + len(first)
+            bucket.append((base + len(first), row))
+            first.append(q)
+    return ids, first
 
 
 @runtime_checkable

@@ -42,7 +42,16 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from ..checksums import file_sha256
-from .base import SEGMENTERS, CandidateTable, SegmenterBase, check_image, grid_points, offset_positions, table_shape
+from .base import (
+    SEGMENTERS,
+    CandidateTable,
+    SegmenterBase,
+    check_image,
+    grid_points,
+    offset_positions,
+    table_shape,
+)
+from .device_tables import dedup_rows, pack_rows
 
 MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
 MULTIMASK_RULES = ("best_iou", "single", "0", "1", "2")
@@ -102,10 +111,19 @@ def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.reshape(b, n, heads, c // heads).transpose(1, 2)  # [B, heads, N, C/heads]
 
 
-def _attend(att: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``segment_anything`` ``Attention.forward`` after the input projections (split heads in)."""
-    a = torch.softmax((q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]), dim=-1)
-    out = a @ v
+def _attend(att: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sdpa: bool = False) -> torch.Tensor:
+    """``segment_anything`` ``Attention.forward`` after the input projections (split heads in).
+
+    ``sdpa``: the fused ``F.scaled_dot_product_attention`` kernel (flash / memory-efficient on a
+    GPU) instead of the explicit softmax; equal up to float rounding, so it is used on GPUs only
+    (CPU tables stay bit-identical to ``model.mask_decoder``)."""
+    if sdpa:
+        b = max(q.shape[0], k.shape[0])  # the shared image side has batch 1: broadcast it
+        q, k, v = (t.expand(b, -1, -1, -1) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
+    else:
+        a = torch.softmax((q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]), dim=-1)
+        out = a @ v
     b, h, n, c = out.shape
     return att.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
 
@@ -117,6 +135,7 @@ def shared_image_decode(
     sparse: torch.Tensor,
     dense: torch.Tensor,
     multimask_output: bool,
+    sdpa: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``decoder(image_embeddings, image_pe, sparse, dense, multimask_output)`` for B prompts on ONE image.
 
@@ -126,6 +145,7 @@ def shared_image_decode(
     first block's key/value projections (token-to-image) and query projection (image-to-token) are
     computed once and broadcast. Every other operation is the original module's, in the same order.
     ``dense`` must be the same for every prompt (no mask prompts), as in :meth:`SamSegmenter.decode`.
+    ``sdpa``: attention by ``F.scaled_dot_product_attention`` (GPU; see :func:`_attend`).
     """
     t = decoder.transformer
     tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
@@ -144,16 +164,17 @@ def shared_image_decode(
         ti, it = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
         kpe = keys + pe  # [1, HW, C] while keys are still shared, else [B, HW, C]
         q = _split_heads(ti.q_proj(queries + qpe), ti.num_heads)
-        out = _attend(ti, q, _split_heads(ti.k_proj(kpe), ti.num_heads), _split_heads(ti.v_proj(keys), ti.num_heads))
+        out = _attend(ti, q, _split_heads(ti.k_proj(kpe), ti.num_heads), _split_heads(ti.v_proj(keys), ti.num_heads),
+                      sdpa)
         queries = layer.norm2(queries + out)
         queries = layer.norm3(queries + layer.mlp(queries))
         q = queries + qpe
         out = _attend(it, _split_heads(it.q_proj(kpe), it.num_heads), _split_heads(it.k_proj(q), it.num_heads),
-                      _split_heads(it.v_proj(queries), it.num_heads))
+                      _split_heads(it.v_proj(queries), it.num_heads), sdpa)
         keys = layer.norm4(keys + out)
     f = t.final_attn_token_to_image
     out = _attend(f, _split_heads(f.q_proj(queries + qpe), f.num_heads),
-                  _split_heads(f.k_proj(keys + pe), f.num_heads), _split_heads(f.v_proj(keys), f.num_heads))
+                  _split_heads(f.k_proj(keys + pe), f.num_heads), _split_heads(f.v_proj(keys), f.num_heads), sdpa)
     hs = t.norm_final_attn(queries + out)
     b = hs.shape[0]
     up = decoder.output_upscaling(keys.expand(b, -1, -1).transpose(1, 2).reshape(b, c, h, w))
@@ -182,6 +203,8 @@ class SamSegmenter(SegmenterBase):
         encoder_batch_size: int = 4,
         model: Sam | None = None,
         fast_decoder: bool = True,
+        sdpa: bool | str = "auto",
+        compile: bool | str = False,
     ) -> None:
         multimask = str(multimask)
         if multimask not in MULTIMASK_RULES:
@@ -199,6 +222,17 @@ class SamSegmenter(SegmenterBase):
         self.points_per_batch = resolve_points_per_batch(points_per_batch, self.device)
         self.encoder_batch_size = int(encoder_batch_size)
         self.fast_decoder = bool(fast_decoder)
+        # Fused attention in the shared-image decoder: GPU only (CPU tables stay bit-identical).
+        if str(sdpa).lower() not in ("auto", "true", "false"):
+            raise ValueError(f"sdpa must be auto, true or false, got {sdpa!r}")
+        self.sdpa = self.device.type == "cuda" if str(sdpa).lower() == "auto" else str(sdpa).lower() == "true"
+        self._decode_fn = None  # None: the module's shared_image_decode, looked up at call time
+        self._encoder = self.model.image_encoder
+        # compile: false | true (inductor, for GPUs) | a torch.compile backend name ("eager" in tests)
+        self.compile = False if str(compile).lower() == "false" else ("inductor" if str(compile).lower() == "true" else str(compile))
+        if self.compile:
+            self._decode_fn = torch.compile(shared_image_decode, backend=self.compile, dynamic=False)
+            self._encoder = torch.compile(self.model.image_encoder, backend=self.compile, dynamic=False)
         self.multimask = multimask
         self.dtype = dtype
         self.table_max_side = int(table_max_side)
@@ -214,6 +248,8 @@ class SamSegmenter(SegmenterBase):
             "mask_threshold": float(self.model.mask_threshold),
             "mask_source": "lowres_logits_bilinear",
         }
+        if self.sdpa:  # recorded only when on, so CPU builds keep their identity
+            self.identity["attention"] = "sdpa"
 
     # ------------------------------------------------------------------ encoder
     def _autocast(self) -> torch.autocast:
@@ -235,9 +271,9 @@ class SamSegmenter(SegmenterBase):
             if self.device.type == "cpu":
                 # CPU kernels round differently for different batch sizes; one image at a time
                 # keeps segment_batch bit-identical to segment (batching buys nothing on CPU).
-                feats = torch.cat([self.model.image_encoder(p[0]) for p in prepared], dim=0)
+                feats = torch.cat([self._encoder(p[0]) for p in prepared], dim=0)
             else:
-                feats = self.model.image_encoder(torch.cat([p[0] for p in prepared], dim=0))
+                feats = self._encoder(torch.cat([p[0] for p in prepared], dim=0))
         return feats, [p[1] for p in prepared]
 
     # ------------------------------------------------------------------ decoder
@@ -251,17 +287,17 @@ class SamSegmenter(SegmenterBase):
         return torch.stack([gx, gy], dim=-1).float()[None]  # [1, h, w, 2] as (x, y)
 
     @torch.inference_mode()
-    def decode(
+    def decode_on_device(
         self,
         features: torch.Tensor,
         input_size: tuple[int, int],
         image_size: tuple[int, int],
         points: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Masks for arbitrary ``(x, y)`` pixel points of one encoded image.
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Thresholded masks for arbitrary ``(x, y)`` pixel points, left on the model's device.
 
         ``features``: ``[1, C, 64, 64]``. Returns bool ``[P, h, w]`` at table resolution and the
-        picked masks' predicted IoU, float32 ``[P]``.
+        picked masks' predicted IoU, float32 ``[P]``, both tensors on ``self.device``.
         """
         H, W = image_size
         shape = table_shape(H, W, self.table_max_side)
@@ -280,7 +316,8 @@ class SamSegmenter(SegmenterBase):
             with self._autocast():
                 sparse, dense = self.model.prompt_encoder(points=(c, labels), boxes=None, masks=None)
                 if self.fast_decoder:
-                    low, iou = shared_image_decode(self.model.mask_decoder, features, image_pe, sparse, dense, multi)
+                    low, iou = (self._decode_fn or shared_image_decode)(self.model.mask_decoder, features, image_pe, sparse, dense, multi,
+                                               self.sdpa)
                 else:
                     low, iou = self.model.mask_decoder(
                         image_embeddings=features,
@@ -303,10 +340,40 @@ class SamSegmenter(SegmenterBase):
             out_masks.append(table[:, 0] > self.model.mask_threshold)
             out_scores.append(iou[rows, pick])
         if not out_masks:
-            return np.zeros((0, *shape), dtype=bool), np.zeros(0, dtype=np.float32)
-        masks = torch.cat(out_masks).cpu().numpy()
-        scores = torch.cat(out_scores).cpu().numpy().astype(np.float32)
-        return masks, scores
+            return (torch.zeros((0, *shape), dtype=torch.bool, device=self.device),
+                    torch.zeros(0, dtype=torch.float32, device=self.device))
+        return torch.cat(out_masks), torch.cat(out_scores).float()
+
+    def decode(
+        self,
+        features: torch.Tensor,
+        input_size: tuple[int, int],
+        image_size: tuple[int, int],
+        points: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Masks for arbitrary ``(x, y)`` pixel points of one encoded image, on the host:
+        bool ``[P, h, w]`` at table resolution and float32 ``[P]`` predicted IoUs."""
+        masks, scores = self.decode_on_device(features, input_size, image_size, points)
+        return masks.cpu().numpy(), scores.cpu().numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def grid_table(self, features: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int],
+                   n: int) -> CandidateTable:
+        """The ``n x n`` grid's candidate table: threshold, bit-pack and deduplicate on the device,
+        so only the packed unique rows, the index map and their scores cross to the host."""
+        H, W = image_size
+        shape = table_shape(H, W, self.table_max_side)
+        masks, scores = self.decode_on_device(features, input_size, image_size, grid_points(H, W, n))
+        rows = pack_rows(masks)
+        del masks
+        found = dedup_rows(rows)
+        if found is None:  # a fingerprint collision: exact dedup on the host (same table)
+            return CandidateTable.from_point_rows(rows.cpu().numpy(), n, scores.cpu().numpy(), shape)
+        ids, first = found
+        return CandidateTable(
+            packed=rows[first].cpu().numpy(), shape=shape, index=ids.to(torch.int32).cpu().numpy().reshape(n, n),
+            scores=scores[first].cpu().numpy().astype(np.float32),
+        )
 
     # ------------------------------------------------------------------ public
     def segment_points(self, image: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -328,8 +395,7 @@ class SamSegmenter(SegmenterBase):
             feats, sizes = self.encode(chunk)
             for k, im in enumerate(chunk):
                 H, W = im.shape[:2]
-                masks, scores = self.decode(feats[k : k + 1], sizes[k], (H, W), grid_points(H, W, n))
-                table = CandidateTable.from_point_masks(masks, n, scores, shape=table_shape(H, W, self.table_max_side))
+                table = self.grid_table(feats[k : k + 1], sizes[k], (H, W), n)
                 if offset_m is not None:
                     table = self._with_offsets(table, feats[k : k + 1], sizes[k], (H, W), n, offset_m)
                 tables.append(table)
@@ -343,9 +409,9 @@ class SamSegmenter(SegmenterBase):
         row_bytes = (table.shape[0] * table.shape[1] + 7) // 8
         packed, scores = [np.zeros((0, row_bytes), np.uint8)], [np.zeros(0, np.float32)]
         for start in range(0, len(points), 512):
-            masks, sc = self.decode(feats, input_size, image_size, points[start : start + 512])
-            packed.append(np.packbits(masks.reshape(len(masks), -1), axis=1))
-            scores.append(sc)
+            masks, sc = self.decode_on_device(feats, input_size, image_size, points[start : start + 512])
+            packed.append(pack_rows(masks).cpu().numpy())
+            scores.append(sc.cpu().numpy().astype(np.float32))
         return table.with_offsets(np.concatenate(packed), np.concatenate(scores), where)
 
 
@@ -361,6 +427,8 @@ class SamOptions:
     table_max_side: int = 256  # SAM's low-res mask resolution
     seed: int = 0  # tiny: weight seed
     encoder_batch_size: int = 4  # images per encoder call
+    sdpa: bool | Literal["auto"] = "auto"  # fused attention in the shared decoder; auto: on CUDA only (CPU tables bit-identical)
+    compile: bool | str = False  # torch.compile encoder and decoder (GPU): true = inductor, or a backend name
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "multimask", str(self.multimask))  # YAML may give 0/1/2 as ints
@@ -376,7 +444,8 @@ class SamOptions:
 def _from_options(o: SamOptions) -> SamSegmenter:
     return SamSegmenter(model_type=o.sam_model, checkpoint=o.sam_checkpoint, points_per_batch=o.points_per_batch,
                         fast_decoder=o.fast_decoder, multimask=o.multimask, dtype=o.dtype, device=o.device,
-                        table_max_side=o.table_max_side, seed=o.seed, encoder_batch_size=o.encoder_batch_size)
+                        table_max_side=o.table_max_side, seed=o.seed, encoder_batch_size=o.encoder_batch_size,
+                        sdpa=o.sdpa, compile=o.compile)
 
 
 SEGMENTERS.register("sam", SamOptions, _from_options)
