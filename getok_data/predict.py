@@ -215,7 +215,7 @@ def predict_checkpoint(data: str, ckpt: str, out: str | os.PathLike, rounds: int
 
     from .train.checkpoint import load_checkpoint
     from .train.decoding import generate
-    from .train.evaluate import Outcome, encode_batch, eval_examples
+    from .train.evaluate import Outcome, encode_batch, eval_examples, refinable
 
     t0 = time.time()
     ds = Dataset(data)
@@ -249,7 +249,7 @@ def predict_checkpoint(data: str, ckpt: str, out: str | os.PathLike, rounds: int
                     rec.update(refine=[], previous=[])
                 recs.append(rec if si is not None else None)
             for _ in range(rounds):  # as train.evaluate.run_refinement, keeping the turns
-                live = [k for k, o in enumerate(outs) if o.item is not None]
+                live = [k for k, o in enumerate(outs) if refinable(o)]
                 if not live:
                     break
                 prev = [encode(outs[k].item) for k in live]
