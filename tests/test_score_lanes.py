@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from click.testing import CliRunner
 from getok_data.cli import main
 from getok_data.export import run_export
 from getok_data.score import score_build
+from getok_data.metrics.lanes import frame_score
 from getok_data.score.lanes import read_lane
 from test_lanes import KHALED, TUSIMPLE, build, draw_frames
 
@@ -125,3 +125,7 @@ def test_read_lane_end_zone():
     assert xs[2] == pytest.approx(60.0)
     bare, none = read_lane([[50.0, 135.0], [70.0, 105.0]], ys)
     assert bare[0] == bare[4] == -2.0 and not none.any()
+    # in the metric: a GT lane from 110 to 140 px; the prediction's end zone at 100 px is undecided
+    gt = np.array([-2.0, 66.67, 60.0, 53.33, 46.67])
+    assert frame_score([xs], [gt], ys, soft=[soft]).accuracy == 1.0
+    assert frame_score([xs], [gt], ys).accuracy == pytest.approx(0.8)  # without: row 100 is a miss
