@@ -21,13 +21,7 @@ from typing import Any, Iterator
 from .atomic import write_jsonl
 from .dataset import Dataset
 from .decode import TableDecoder
-from .export.rows import (
-    INSTRUCTIONS,
-    REFINE_INSTRUCTION,
-    TASKS,
-    ExportStats,
-    rows_of_meta,
-)
+from .export.rows import ALL_TASKS, INSTRUCTIONS, REFINE_INSTRUCTION, TASKS, ExportStats, rows_of_meta
 from .tokens import Grid, encode, vocabulary
 
 STAGES = ("grid", "offset")
@@ -167,9 +161,9 @@ def predict_build(data: str, model_dir: str, out: str | os.PathLike, tasks: tupl
                   stage: str = "grid", rounds: int = 1, limit: int | None = None, batch_size: int = 8,
                   max_new_tokens: int = 256, device: str = "auto") -> dict:
     """Answer the build's prompts with the model at ``model_dir``; write prediction rows at ``out``."""
-    bad = [t for t in tasks if t not in TASKS]
+    bad = [t for t in tasks if t not in ALL_TASKS]  # pl: lane builds, grid answers only
     if bad or not tasks:
-        raise PredictError(f"unknown task(s) {bad or tasks}; valid: {', '.join(TASKS)}")
+        raise PredictError(f"unknown task(s) {bad or tasks}; valid: {', '.join(ALL_TASKS)}")
     if stage not in STAGES:
         raise PredictError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
     if batch_size < 1 or rounds < 1 or max_new_tokens < 1:
@@ -216,7 +210,7 @@ def predict_checkpoint(data: str, ckpt: str, out: str | os.PathLike, rounds: int
 
     from .train.checkpoint import load_checkpoint
     from .train.decoding import generate
-    from .train.evaluate import Outcome, encode_batch, eval_examples
+    from .train.evaluate import Outcome, encode_batch, eval_examples, refinable
 
     t0 = time.time()
     ds = Dataset(data)
@@ -250,7 +244,7 @@ def predict_checkpoint(data: str, ckpt: str, out: str | os.PathLike, rounds: int
                     rec.update(refine=[], previous=[])
                 recs.append(rec if si is not None else None)
             for _ in range(rounds):  # as train.evaluate.run_refinement, keeping the turns
-                live = [k for k, o in enumerate(outs) if o.item is not None]
+                live = [k for k, o in enumerate(outs) if refinable(o)]
                 if not live:
                     break
                 prev = [encode(outs[k].item) for k in live]

@@ -350,6 +350,8 @@ def test_task_registries_plug_a_new_task_in(build):
     from getok_data.score.rows import ExpectedRow
     from getok_data.score.scoring import RowScorer
 
+    saved = ROW_FIELDS.get("pl"), TASK_METRICS.get("pl")  # the real lane scorer, put back below
+
     @register_row_fields("pl")
     def pl_fields(target, pos, ok, grid):
         return {"n_points": len(pos) if ok else 0}
@@ -369,5 +371,4 @@ def test_task_registries_plug_a_new_task_in(build):
         m = summarize([dict(good, key="k", target_id="a"), dict(bad, key="k", target_id="b")])["grid/pl"]
         assert m["mean_points"] == 1.5 and m["format_failure"] == 0.5 and m["n"] == 2
     finally:
-        ROW_FIELDS.pop("pl", None)
-        TASK_METRICS.pop("pl", None)
+        ROW_FIELDS["pl"], TASK_METRICS["pl"] = saved

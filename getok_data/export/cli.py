@@ -25,8 +25,9 @@ def _format_command(name: str, help_text: str, media: bool, suffix: str) -> clic
     @click.option("--out", required=True, type=click.Path(dir_okay=False), help=f"Output {suffix} file.")
     @click.option("--stage", type=click.Choice(["grid", "offset", "all"]), default="grid", show_default=True,
                   help="grid: image + expression -> grid answer; offset: previous answer -> <offset> turn.")
-    @click.option("--task", "tasks", type=click.Choice(["seg", "box", "point"]), multiple=True,
-                  help="Repeatable; default all (offset rows exist for seg and box).")
+    @click.option("--task", "tasks", type=click.Choice(["seg", "box", "point", "pl"]), multiple=True,
+                  help="Repeatable; default seg, box, point (offset rows exist for seg and box); "
+                       "pl: lane polylines (lane builds), only when named.")
     @click.option("--include-low-quality", is_flag=True, help="Keep targets marked low_quality (skipped by default).")
     @click.option("--images-dir", type=click.Path(file_okay=False), hidden=not media,
                   help="Where images and candidate tables are extracted (default: <out folder>/images).")

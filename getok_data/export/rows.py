@@ -6,6 +6,8 @@ order, then tasks (seg, box, point) or refinement samples in stored order. Row i
 
 - grid rows ``{key}/{target_id}/{sentence_index}/{task}``
 - offset rows ``{key}/{target_id}/{sentence_index}/refine{k}``
+- lane rows, only when ``pl`` is asked (not a default task): grid ``.../{sentence_index}/pl``,
+  offset ``.../{sentence_index}/refinepl`` (the polyline's own ``refine``, FORMAT.md section 9)
 
 Offset rows hold the previous answer in the *user* turn (the answer to learn is only the
 ``<offset>`` turn): 70% of the anchors of a sampled previous answer are meant to be deleted, so
@@ -25,12 +27,15 @@ from ..atomic import write_atomic
 from ..dataset import Dataset, Sample
 
 TASKS = ("seg", "box", "point")
+OPTIONAL_TASKS = ("pl",)  # asked only when named (lane builds): default exports stay as they were
+ALL_TASKS = TASKS + OPTIONAL_TASKS
 STAGES = ("grid", "offset")
 IMAGE_TOKEN = "<image>"
 INSTRUCTIONS = {
     "seg": "Please segment the object described as: {s}",
     "box": "Please output the bounding box of the object described as: {s}",
     "point": "Please point to the object described as: {s}",
+    "pl": "Please output the polyline of the object described as: {s}",
 }
 REFINE_INSTRUCTION = ("Previous answer: {prev}\nRefine the previous answer: give one offset token (or <DELETE>) "
                       "for each grid token of the previous answer, in the same order.")
@@ -83,9 +88,9 @@ def parse_stage(stage: str) -> tuple[str, ...]:
 
 
 def check_selection(stages: tuple[str, ...], tasks: tuple[str, ...]) -> None:
-    bad = [s for s in stages if s not in STAGES] + [t for t in tasks if t not in TASKS]
+    bad = [s for s in stages if s not in STAGES] + [t for t in tasks if t not in ALL_TASKS]
     if bad:
-        raise ValueError(f"unknown stage/task {bad}; stages {STAGES}, tasks {TASKS}")
+        raise ValueError(f"unknown stage/task {bad}; stages {STAGES}, tasks {ALL_TASKS}")
 
 
 def rows_of_meta(meta: dict, stages: tuple[str, ...], tasks: tuple[str, ...], stats: ExportStats,
@@ -135,6 +140,12 @@ def rows_of_meta(meta: dict, stages: tuple[str, ...], tasks: tuple[str, ...], st
                                    task=ref["kind"], sentence=sent, origin=ref.get("origin", ""),
                                    previous=ref["prompt"], solution=ref["answer"]),
                               prompt, ref["answer"])
+            if "offset" in stages and "pl" in tasks and (t.get("polyline") or {}).get("refine"):
+                ref = t["polyline"]["refine"]
+                prompt = INSTRUCTIONS["pl"].format(s=sent) + "\n" + REFINE_INSTRUCTION.format(prev=ref["prompt"])
+                yield Row(dict(per_target, id=f"{meta['key']}/{t['target_id']}/{si}/refinepl", stage="offset",
+                               task="pl", sentence=sent, origin="polyline", previous=ref["prompt"],
+                               solution=ref["answer"]), prompt, ref["answer"])
 
 
 def iter_rows(data: str, stages: tuple[str, ...], tasks: tuple[str, ...], stats: ExportStats,

@@ -55,11 +55,17 @@ def _angle(xs: np.ndarray, ys: np.ndarray) -> float:
     return 0.0
 
 
-def line_accuracy(pred: np.ndarray, gt: np.ndarray, thresh: float) -> float:
-    """Fraction of the GT's rows where |pred - gt| < thresh (no point on either side = -100)."""
+def line_accuracy(pred: np.ndarray, gt: np.ndarray, thresh: float, soft: np.ndarray | None = None) -> float:
+    """Fraction of the GT's rows where |pred - gt| < thresh (no point on either side = -100).
+
+    ``soft``: rows where the prediction's existence is undecided (a quantised polyline's end
+    zone): a hit where the GT has no point, else compared as usual."""
     p = np.where(pred >= 0, pred, -100.0)
     g = np.where(gt >= 0, gt, -100.0)
-    return float(np.mean(np.abs(p - g) < thresh))
+    hit = np.abs(p - g) < thresh
+    if soft is not None:
+        hit |= np.asarray(soft, dtype=bool) & (gt < 0)
+    return float(np.mean(hit))
 
 
 @dataclass(frozen=True)
@@ -73,9 +79,11 @@ class FrameScore:
 
 
 def frame_score(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]], ys: Sequence[float],
-                pixel_thresh: float = PIXEL_THRESH, pt_thresh: float = PT_THRESH) -> FrameScore:
+                pixel_thresh: float = PIXEL_THRESH, pt_thresh: float = PT_THRESH,
+                soft: Sequence[Sequence[bool]] | None = None) -> FrameScore:
     """One frame, TuSimple's ``LaneEval.bench`` (no run-time rule): lanes as x per row of ``ys``
-    (negative = no point). Raises ValueError when a lane's length is not ``len(ys)``."""
+    (negative = no point); ``soft``: per prediction, its undecided rows (:func:`line_accuracy`).
+    Raises ValueError when a lane's length is not ``len(ys)``."""
     ys_a = np.asarray(ys, dtype=np.float64)
     preds = [np.asarray(p, dtype=np.float64) for p in pred]
     gts = [np.asarray(g, dtype=np.float64) for g in gt]
@@ -86,7 +94,8 @@ def frame_score(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]], 
     accs, matched, fn = [], 0, 0
     for g in gts:
         thresh = pixel_thresh / np.cos(_angle(g, ys_a))
-        best = max((line_accuracy(p, g, thresh) for p in preds), default=0.0)
+        softs = list(soft) if soft is not None else [None] * len(preds)
+        best = max((line_accuracy(p, g, thresh, sp) for p, sp in zip(preds, softs)), default=0.0)
         if best < pt_thresh:
             fn += 1
         else:

@@ -85,7 +85,8 @@ def point_metrics(units: list[dict]) -> dict:
 
 
 def units_of(rows: list[dict], count: str) -> list[dict]:
-    """``expression``: the rows; ``instance``: one unit per target, its rows' fields averaged."""
+    """``expression``: the rows; ``instance``: one unit per target, its rows' numeric fields
+    averaged, the others (key, lists) taken from its first row."""
     if count == "expression":
         return rows
     if count != "instance":
@@ -95,7 +96,8 @@ def units_of(rows: list[dict], count: str) -> list[dict]:
         by_target[(r["key"], r["target_id"])].append(r)
     units = []
     for group in by_target.values():
-        unit = {}
+        # other fields (key, target_id, a lane's vertices) are the first sentence's
+        unit = {k: v for k, v in group[0].items() if not isinstance(v, (bool, int, float))}
         for k in {k for r in group for k in r}:
             vals = [r[k] for r in group if isinstance(r.get(k), (bool, int, float)) and r.get(k) is not None]
             if vals:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from ..export.rows import STAGES, TASKS, ExportStats, rows_of_meta
+from ..export.rows import ALL_TASKS, STAGES, ExportStats, rows_of_meta
 
 
 @dataclass
@@ -35,7 +35,7 @@ def _sent_ids(target: dict) -> list[str]:
     return [str(i) for s, i in zip(sents, ids) if s and s.strip()]
 
 
-def expected_rows(meta: dict, stages: tuple[str, ...] = STAGES, tasks: tuple[str, ...] = TASKS,
+def expected_rows(meta: dict, stages: tuple[str, ...] = STAGES, tasks: tuple[str, ...] = ALL_TASKS,
                   include_low_quality: bool = False) -> Iterator[ExpectedRow]:
     """The export rows of one sample (``getok_data.export.rows.rows_of_meta``, so low-quality
     targets are left out as the exports leave them out) as ExpectedRows."""

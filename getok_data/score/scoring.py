@@ -31,6 +31,7 @@ def register_row_fields(task: str) -> Callable[[RowFields], RowFields]:
     """Register the per-row fields of a task beyond seg / box / point (e.g. lanes):
     ``fn(target, positions, ok, grid) -> {field: value}``, where ``positions`` are the answer's
     pixel positions (refined when it was refined; None: deleted) or None for a format failure.
+    A ``score`` field, when returned, is the quality its refinement gain is measured in.
     Its summary goes to :func:`getok_data.score.metrics.register_metric`."""
 
     def deco(fn: RowFields) -> RowFields:
@@ -115,6 +116,9 @@ class RowScorer:
         return fn(target, result if ok else None, ok, self.grid) if fn is not None else {}
 
     def _iou_of(self, task: str, fields: dict) -> float:
+        """The row's quality that a refinement gain is measured in (a registered task's ``score``)."""
+        if "score" in fields:
+            return float(fields["score"])
         return fields.get("iou", fields.get("box_iou", float(fields.get("hit", 0.0))))
 
     def score(self, row: ExpectedRow, pred: Prediction | None) -> tuple[dict, object]:

@@ -1,7 +1,7 @@
 """Autoregressive decoding with optional grammar constraints (greedy or sampled).
 
 Modes: ``strict`` (the grammar, ``<seg>`` anchors strictly increasing in raster order so never
-repeated, box corners in order, no ``<DELETE>`` on box corners), ``grammar`` (the grammar's
+repeated, ``<seg></seg>`` allowed: the no-target answer, box corners in order, no ``<DELETE>`` on box corners), ``grammar`` (the grammar's
 structure and counts only: anchors may repeat, boxes may come out of order, so the format and
 repetition rewards still have something to judge), ``none`` (any spatial token or ``<eos>``).
 An offset answer is constrained to one offset token per anchor of the previous answer.
@@ -48,7 +48,8 @@ def allowed(v: SeqVocab, task: str, groups: list[tuple[str, int]], ans: list[int
         else:
             m[template[p]] = True
         return m
-    lo, hi = {"point": (1, 1), "box": (2, 2), "seg": (1, max_anchors)}[task]
+    # seg may close at once: <seg></seg> is the no-target answer (gRefCOCO, FORMAT.md section 8)
+    lo, hi = {"point": (1, 1), "box": (2, 2), "seg": (0, max_anchors)}[task]
     if not ans:
         m[v.open[task]] = True
         return m

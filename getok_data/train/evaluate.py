@@ -93,10 +93,15 @@ def eval_examples(shards, image_size: int, limit: int | None = None) -> Iterable
         yield from group
 
 
+def refinable(o: Outcome) -> bool:
+    """Whether an outcome has anchors to refine (an empty ``<seg></seg>`` has none, as in ``score``)."""
+    return o.item is not None and bool(o.item.anchors)
+
+
 def run_refinement(model: GroundingModel, enc: dict, outs: list[Outcome], rounds: int, mode: str, meter: Meter | None):
-    """``rounds`` offset turns on each outcome that still has a grounding."""
+    """``rounds`` offset turns on each outcome that still has anchors."""
     for _ in range(rounds):
-        rows = [k for k, o in enumerate(outs) if o.item is not None]
+        rows = [k for k, o in enumerate(outs) if refinable(o)]
         if not rows:
             return
         prev = [encode(outs[k].item) for k in rows]
@@ -138,6 +143,8 @@ def score(o: Outcome, meter: Meter) -> None:
     info = o.ex.info
     if o.task == "seg":
         meter.add_mask(o.result, o.dec.gt(info["mask_rle"]))
+        empty = o.item is not None and (o.result is None or not o.result.any())
+        meter.add_target(bool(info.get("no_target")), ok=o.item is not None, empty=empty)
     elif o.task == "box":
         meter.add_box(o.result, tuple(info["box"]))
     else:
@@ -154,4 +161,4 @@ def oracle(shards, limit: int | None = None) -> dict:
     return meter.summary()
 
 
-__all__ = ["evaluate", "oracle", "Outcome", "requantise", "encode_batch", "eval_examples", "run_refinement"]
+__all__ = ["evaluate", "oracle", "Outcome", "refinable", "requantise", "encode_batch", "eval_examples", "run_refinement"]

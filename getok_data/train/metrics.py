@@ -8,6 +8,10 @@
 - ``point_hit``: fraction of predicted points (pixel positions, sampled at ``floor(x), floor(y)``)
   inside the GT mask at image resolution.
 - ``format_ok``: fraction of answers (every turn) that parse to the form their prompt asks for.
+- ``n_acc`` / ``t_acc`` / ``n_no_target`` (only when some ``seg`` query has no target, gRefCOCO):
+  N-acc = well-formed empty answers (``<seg></seg>``, or everything deleted) on no-target queries /
+  no-target queries; T-acc = well-formed non-empty answers on the others / the others (as
+  ``getok-data score``). An empty answer on a no-target query has an empty union: IoU 0 here.
 """
 from __future__ import annotations
 
@@ -45,6 +49,8 @@ class Meter:
     box_ious: list[float] = field(default_factory=list)
     hits: list[bool] = field(default_factory=list)
     formats: list[bool] = field(default_factory=list)
+    no_target: list[bool] = field(default_factory=list)  # per seg query: its answer was right to be empty
+    targeted: list[bool] = field(default_factory=list)  # per seg query with a target: answered non-empty
 
     def add_mask(self, pred: np.ndarray | None, gt: np.ndarray) -> float:
         i, u = mask_counts(pred, gt)
@@ -62,6 +68,13 @@ class Meter:
         self.hits.append(hit)
         return hit
 
+    def add_target(self, no_target: bool, ok: bool, empty: bool) -> None:
+        """N-acc / T-acc accounting of one ``seg`` query (``ok``: its answer parsed)."""
+        if no_target:
+            self.no_target.append(ok and empty)
+        else:
+            self.targeted.append(ok and not empty)
+
     def add_format(self, ok: bool) -> None:
         self.formats.append(bool(ok))
 
@@ -69,7 +82,7 @@ class Meter:
         ious = [i / u if u else 0.0 for i, u in zip(self.inter, self.union)]
         mean = lambda xs: float(np.mean(xs)) if len(xs) else 0.0
         box = np.array(self.box_ious)
-        return {
+        out = {
             "mask_giou": mean(ious),
             "mask_ciou": float(sum(self.inter) / sum(self.union)) if sum(self.union) else 0.0,
             "box_acc50": mean(box >= 0.5),
@@ -78,3 +91,6 @@ class Meter:
             "format_ok": mean(self.formats),
             "n": len(self.inter),
         }
+        if self.no_target:
+            out.update(n_acc=mean(self.no_target), t_acc=mean(self.targeted), n_no_target=len(self.no_target))
+        return out
