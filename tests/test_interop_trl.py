@@ -5,15 +5,11 @@ TRL ``SFTTrainer`` and ``GRPOTrainer`` 2 steps each on ``export trl`` rows.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
-
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_vlm import base_tokenizer_folder, processor_for, tiny_model
 
 import datasets
 from PIL import Image
@@ -25,6 +21,7 @@ from getok_data.export import run_export
 from getok_data.export.trl import load
 from getok_data.interop import add_spatial_tokens
 from getok_data.rewards.trl import make_rewards, reward_weights, row_scores
+from getok_data.tiny_vlm import base_tokenizer_folder, processor_for, tiny_model
 from getok_data.tokens import vocabulary
 
 N = 4

@@ -1,11 +1,15 @@
 """A tiny random Qwen2-VL, its processor and a local tokenizer, built from configs on CPU (no hub).
 
-Used by the interop, export and TRL tests: hidden 32, one text layer, a one-block vision tower,
-images resized to 56x56 (4x4 patches of 14 pixels, 4 image tokens after the 2x2 merge).
+Why in the package: the interop / TRL tests and ``examples/end_to_end.py`` (run in CI) need the
+same offline stand-in for a Qwen2-VL-class model: hidden 32, one text layer, a one-block vision
+tower, images resized to 56x56 (4x4 patches of 14 pixels, 4 image tokens after the 2x2 merge).
+It proves a path through transformers / TRL, not any quality. transformers and torch are
+imported only when a function is called.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -24,7 +28,7 @@ def base_tokenizer_folder(folder: Path) -> Path:
     """A Hugging Face tokenizer folder (byte-level BPE + chat specials + chat template), as a model ships one."""
     from transformers import PreTrainedTokenizerFast
 
-    from getok_data.export import standalone_tokenizer
+    from .export import standalone_tokenizer
 
     tok = PreTrainedTokenizerFast(tokenizer_object=standalone_tokenizer(), eos_token="<|im_end|>",
                                   pad_token="<|endoftext|>", additional_special_tokens=CHAT_SPECIALS[1:])
@@ -34,7 +38,7 @@ def base_tokenizer_folder(folder: Path) -> Path:
     return folder
 
 
-def processor_for(tokenizer):
+def processor_for(tokenizer: Any) -> Any:
     """A Qwen2-VL processor around ``tokenizer`` with images fixed at 56x56 pixels."""
     from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
 
@@ -44,8 +48,9 @@ def processor_for(tokenizer):
                             chat_template=tokenizer.chat_template)
 
 
-def tiny_model(tokenizer, rows: int | None = None):
-    """A random Qwen2-VL whose embedding table has ``rows`` rows (default ``len(tokenizer)``)."""
+def tiny_model(tokenizer: Any, rows: int | None = None) -> Any:
+    """A random Qwen2-VL whose embedding table has ``rows`` rows (default ``len(tokenizer)``);
+    its generation config stops at ``<|im_end|>`` and pads with ``<|endoftext|>``."""
     import torch
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
@@ -60,4 +65,7 @@ def tiny_model(tokenizer, rows: int | None = None):
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
     )
-    return Qwen2VLForConditionalGeneration(cfg)
+    model = Qwen2VLForConditionalGeneration(cfg)
+    model.generation_config.eos_token_id = ids("<|im_end|>")
+    model.generation_config.pad_token_id = ids("<|endoftext|>")
+    return model
