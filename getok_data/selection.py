@@ -40,6 +40,7 @@ class PackedTable:
     words: np.ndarray = field(init=False)  # uint64 [U, ceil(B/8)]
     area: np.ndarray = field(init=False)
     _anchors: list | None = field(init=False, default=None)
+    _by_mask: tuple[np.ndarray, np.ndarray] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.words = to_words(self.packed)
@@ -53,24 +54,55 @@ class PackedTable:
         count = int(index.max()) + 1 if index.size else 0
         return cls(arrays["masks"][:count], index, tuple(int(v) for v in arrays["shape"]))
 
+    def _grouped(self) -> tuple[np.ndarray, np.ndarray]:
+        """Raster positions of the mapped grid points grouped by mask id (raster order within a
+        group) and each id's start in that list: one stable sort instead of a loop per point."""
+        if self._by_mask is None:
+            flat = self.index.reshape(-1)
+            pos = np.flatnonzero(flat >= 0)
+            order = pos[np.argsort(flat[pos], kind="stable")]
+            starts = np.searchsorted(flat[order], np.arange(len(self.packed) + 1))
+            self._by_mask = order, starts
+        return self._by_mask
+
+    def anchors_for(self, u: int) -> list[tuple[int, int]]:
+        """The grid points (i, j) that map to mask ``u``, in raster order."""
+        order, starts = self._grouped()
+        n = self.index.shape[1]
+        return [(int(p % n), int(p // n)) for p in order[starts[u] : starts[u + 1]].tolist()]
+
     def anchors_of(self) -> list[list[tuple[int, int]]]:
         """For each mask, the grid points (i, j) that map to it, in raster order (cached)."""
         if self._anchors is None:
-            out: list[list[tuple[int, int]]] = [[] for _ in range(len(self.packed))]
-            for j, i in zip(*np.nonzero(self.index >= 0)):
-                out[self.index[j, i]].append((int(i), int(j)))
-            self._anchors = out
+            self._anchors = [self.anchors_for(u) for u in range(len(self.packed))]
         return self._anchors
 
 
-def mostly_on(table: PackedTable, gt_packed: np.ndarray) -> np.ndarray:
+def overlap(table: PackedTable, gt_packed: np.ndarray) -> np.ndarray:
+    """int64 [U]: each candidate's pixels on the (packed) GT; computed once per target and
+    shared by :func:`select` and :func:`mostly_on`."""
+    return _span_overlap(table.words, to_words(np.asarray(gt_packed, np.uint8)[None])[0])
+
+
+def mostly_on(table: PackedTable, gt_packed: np.ndarray, inter: np.ndarray | None = None) -> np.ndarray:
     """bool ``[n*n]`` (raster order): whether each grid point's candidate mask has at least half
-    of its pixels on the GT (False where a point has no mask)."""
-    g = to_words(np.asarray(gt_packed, np.uint8)[None])[0]
-    inter = _popcount(table.words & g) if len(table.words) else np.zeros(0, np.int64)
+    of its pixels on the GT (False where a point has no mask). ``inter``: :func:`overlap` of
+    this GT, when the caller has it."""
+    if inter is None:
+        inter = overlap(table, gt_packed)
     on = (2 * inter >= table.area) & (table.area > 0)
     index = table.index.reshape(-1)
     return np.where(index >= 0, on[np.maximum(index, 0)] if len(on) else False, False)
+
+
+def _span_overlap(words: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """int64 [U]: each mask's pixels on ``g``, counted over the words where ``g`` has any bit
+    (the others contribute nothing), so a small GT costs a small slice of the table."""
+    nz = np.flatnonzero(g)
+    if len(nz) == 0 or len(words) == 0:
+        return np.zeros(len(words), np.int64)
+    glo, ghi = int(nz[0]), int(nz[-1]) + 1
+    return np.add.reduce(np.bitwise_count(words[:, glo:ghi] & g[glo:ghi]), axis=1, dtype=np.int64)
 
 
 @dataclass
@@ -81,7 +113,7 @@ class Selection:
 
 
 def select(table: PackedTable, gt_packed: np.ndarray, method: str = "sorted", tau: float = 0.9,
-           ignore_packed: np.ndarray | None = None) -> Selection:
+           ignore_packed: np.ndarray | None = None, inter: np.ndarray | None = None) -> Selection:
     """Pick the fewest candidate masks whose union reaches IoU >= tau with the GT.
 
     ``sorted``: candidates by IoU with the GT (ties: lower id), each kept if it raises the
@@ -89,6 +121,7 @@ def select(table: PackedTable, gt_packed: np.ndarray, method: str = "sorted", ta
     (ties: lower id). Candidates disjoint from the GT never raise IoU and are skipped.
     ``ignore_packed`` (packed like the GT): pixels that count for neither intersection nor
     union (``tokens.rules.mask_iou``), so a candidate spilling into them is not penalised.
+    ``inter``: :func:`overlap` of this GT when the caller has it (used only without ignore).
     """
     if method not in METHODS:
         raise ValueError(f"selection method must be one of {METHODS}, got {method!r}")
@@ -99,10 +132,9 @@ def select(table: PackedTable, gt_packed: np.ndarray, method: str = "sorted", ta
     gt_area = int(_popcount(g))
     if gt_area == 0:
         return Selection([], 0.0, "target vanishes at the candidate-table resolution")
-    nz = np.flatnonzero(g)
-    glo, ghi = int(nz[0]), int(nz[-1]) + 1
     # A slice over all masks beats gathering the overlapping ones (no copy of the table).
-    inter = np.add.reduce(np.bitwise_count(table.words[:, glo:ghi] & g[glo:ghi]), axis=1, dtype=np.int64)
+    if inter is None or keep is not None:
+        inter = _span_overlap(table.words, g)
     cand = np.flatnonzero(inter)
     inter = inter[cand]
     if len(cand) == 0:
