@@ -130,15 +130,16 @@ def label_regions(gt: np.ndarray, grid: Grid, far_steps: float = 2.0, depth: Dep
     near = _box_sum(integral, fx0, fy0, fx1, fy1) > 0
 
     none_in = ~inside.any(axis=1)
-    regions = np.where(none_in, np.where(near, "H", "F"), np.where(is_inside, "I", "R"))
+    # region letters as bytes (one per grid point), decoded once
+    regions = np.where(none_in, np.where(near, ord("H"), ord("F")), np.where(is_inside, ord("I"), ord("R")))
     offsets = np.full(len(regions), DELETE_ID, np.int8)
     offsets[is_inside & ~none_in] = OFFSET_STEPS.index((0, 0))
 
-    ring = np.flatnonzero(regions == "R")
+    ring = np.flatnonzero(regions == ord("R"))
     if len(ring):
         depth = depth or Depth(gt)
         offsets[ring] = _VOCAB_INDEX[np.argmax(depth.at(cols[ring], rows[ring]), axis=1)]
-    return Labels("".join(regions.tolist()), offsets)
+    return Labels(regions.astype(np.uint8).tobytes().decode("ascii"), offsets)
 
 
 KEEP_ID = OFFSET_STEPS.index((0, 0))  # offset index of <OFF_0_0> in vocabulary order
