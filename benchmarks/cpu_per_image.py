@@ -64,14 +64,21 @@ def measure(repeat: int) -> dict:
     from getok_data.annotate import annotate_image
     from getok_data.config import load_config
     from getok_data.segmenters.base import CandidateTable
-    from getok_data.shards import json_bytes, npz_bytes
-    try:  # the table encoding this tree writes (format version 2 has its own)
-        from getok_data.dataset.table import table_bytes as npz_bytes  # noqa: F811
-    except ImportError:
-        pass
+    try:  # the typed-config trees: writer and table encoding live in getok_data.dataset
+        from getok_data.dataset.table import table_bytes as npz_bytes
+        from getok_data.dataset.writer import json_bytes
+        typed = True
+    except ImportError:  # older trees (dict config, getok_data.shards)
+        from getok_data.shards import json_bytes, npz_bytes
+        try:  # the table encoding this tree writes (format version 2 has its own)
+            from getok_data.dataset.table import table_bytes as npz_bytes  # noqa: F811
+        except ImportError:
+            pass
+        typed = False
 
     masks, scores, rec = make_inputs()
-    cfg = load_config(None, {"grid": {"n": N}, "segmenter": {"name": "sam"}})
+    cfg = load_config(None, {"grid": {"n": N}, "segmenter": {"name": "sam", "sam_model": "tiny"}} if typed
+                      else {"grid": {"n": N}, "segmenter": {"name": "sam"}})
     ident = {"name": "sam", "model_type": "vit_h", "checkpoint_sha256": "0" * 64, "multimask": "best_iou"}
 
     def best(fn):
@@ -101,7 +108,13 @@ def measure(repeat: int) -> dict:
             return CandidateTable(packed=table.packed(), shape=table.shape, index=table.index, scores=table.scores)
         return CandidateTable(masks=table.masks, index=table.index, scores=table.scores)
 
-    res["annotate_ms"], (sample, arrays, errors) = best(lambda: annotate_image(rec, fresh(), cfg, ident, "jpg"))
+    if typed:
+        def annotate():
+            return annotate_image(rec, fresh(), cfg.grid, cfg.selection, cfg.labelling, ident, "jpg")
+    else:
+        def annotate():
+            return annotate_image(rec, fresh(), cfg, ident, "jpg")
+    res["annotate_ms"], (sample, arrays, errors) = best(annotate)
     assert not errors and len(sample["targets"]) == 3, errors
     res["json_ms"], js = best(lambda: json_bytes(sample))
     res["npz_ms"], npz = best(lambda: npz_bytes(arrays))

@@ -23,7 +23,7 @@ from .labelling import (
     stable_rng,
 )
 from .masks import resize_nearest, rle_to_mask
-from .selection import PackedTable, mostly_on, select
+from .selection import PackedTable, mostly_on, overlap, select
 from .tokens import Grid, Mask, Point, box_from_xyxy, encode, keypoints_to_points
 from .tokens.rules import offset_answer
 from .types import ErrorRecord, ImageRecord, Target
@@ -116,12 +116,13 @@ def annotate_target(target: Target, ptable: PackedTable, grid: Grid, selection: 
         raise ValueError("empty mask")
     gt_small = np.packbits(resize_nearest(gt, ptable.shape).reshape(-1))
     ign_small = None if ignore is None else np.packbits(resize_nearest(ignore, ptable.shape).reshape(-1))
-    sel = select(ptable, gt_small, selection.method, selection.tau, ign_small)
-    anchors = [representative_anchor(ptable.anchors_of()[u], gt, grid) for u in sel.mask_ids]
+    inter = overlap(ptable, gt_small)
+    sel = select(ptable, gt_small, selection.method, selection.tau, ign_small, inter=inter)
+    anchors = [representative_anchor(ptable.anchors_for(u), gt, grid) for u in sel.mask_ids]
     raster = sorted(anchors, key=lambda a: (a[1], a[0]))
     depth = Depth(gt)
     labels: Labels = keep_masks_on_target(label_regions(gt, grid, labelling.far_steps, depth),
-                                          mostly_on(ptable, gt_small))
+                                          mostly_on(ptable, gt_small, inter))
     rng = stable_rng(key, target.target_id, labelling.seed)
     out = {
         "target_id": target.target_id, "ann_id": target.ann_id, "ref_id": target.ref_id,

@@ -45,7 +45,8 @@ class Labels:
 
     @property
     def offsets_str(self) -> str:
-        return "".join(str(int(o)) for o in self.offsets)
+        # offsets are single digits 0..9: one byte each
+        return (np.asarray(self.offsets, np.uint8) + ord("0")).tobytes().decode("ascii")
 
 
 @functools.lru_cache(maxsize=64)
@@ -68,9 +69,9 @@ class Depth:
     """
 
     def __init__(self, gt: np.ndarray):
-        ys, xs = np.nonzero(gt)
-        self.y0, self.x0 = int(ys.min()) - 1, int(xs.min()) - 1
-        y1, x1 = int(ys.max()) + 2, int(xs.max()) + 2
+        ys, xs = np.flatnonzero(gt.any(axis=1)), np.flatnonzero(gt.any(axis=0))  # the bbox
+        self.y0, self.x0 = int(ys[0]) - 1, int(xs[0]) - 1
+        y1, x1 = int(ys[-1]) + 2, int(xs[-1]) + 2
         crop = np.zeros((y1 - self.y0, x1 - self.x0), np.uint8)
         crop[1:-1, 1:-1] = gt[self.y0 + 1 : y1 - 1, self.x0 + 1 : x1 - 1]
         self.dist = cv2.distanceTransform(crop, cv2.DIST_L2, 5)
@@ -129,15 +130,16 @@ def label_regions(gt: np.ndarray, grid: Grid, far_steps: float = 2.0, depth: Dep
     near = _box_sum(integral, fx0, fy0, fx1, fy1) > 0
 
     none_in = ~inside.any(axis=1)
-    regions = np.where(none_in, np.where(near, "H", "F"), np.where(is_inside, "I", "R"))
+    # region letters as bytes (one per grid point), decoded once
+    regions = np.where(none_in, np.where(near, ord("H"), ord("F")), np.where(is_inside, ord("I"), ord("R")))
     offsets = np.full(len(regions), DELETE_ID, np.int8)
     offsets[is_inside & ~none_in] = OFFSET_STEPS.index((0, 0))
 
-    ring = np.flatnonzero(regions == "R")
+    ring = np.flatnonzero(regions == ord("R"))
     if len(ring):
         depth = depth or Depth(gt)
         offsets[ring] = _VOCAB_INDEX[np.argmax(depth.at(cols[ring], rows[ring]), axis=1)]
-    return Labels("".join(regions.tolist()), offsets)
+    return Labels(regions.astype(np.uint8).tobytes().decode("ascii"), offsets)
 
 
 KEEP_ID = OFFSET_STEPS.index((0, 0))  # offset index of <OFF_0_0> in vocabulary order
@@ -170,7 +172,7 @@ def sample_proposals(labels: Labels, k: int, weights: dict[str, float], rng: np.
     """K distinct grid points drawn by region weight (towards Inside and Ring), raster order.
     ``exclude`` (bool [n*n]): grid points never drawn (anchors in an ignore region)."""
     n = int(round(math.sqrt(len(labels.regions))))
-    w = np.array([float(weights.get(r, 0.0)) for r in labels.regions])
+    w = _region_weights(labels.regions, weights)
     if exclude is not None:
         w[exclude] = 0.0
     if w.sum() <= 0:
@@ -178,6 +180,14 @@ def sample_proposals(labels: Labels, k: int, weights: dict[str, float], rng: np.
     k = min(k, int(np.count_nonzero(w)))
     picks = np.sort(rng.choice(len(w), size=k, replace=False, p=w / w.sum()))
     return [(int(p % n), int(p // n)) for p in picks]
+
+
+def _region_weights(regions: str, weights: dict[str, float]) -> np.ndarray:
+    """float64 [n*n]: each grid point's draw weight, by a lookup on the region letters."""
+    lut = np.zeros(256, np.float64)
+    for r in set(regions):
+        lut[ord(r)] = float(weights.get(r, 0.0))
+    return lut[np.frombuffer(regions.encode("ascii"), np.uint8)]
 
 
 def stable_rng(*parts: object) -> np.random.Generator:

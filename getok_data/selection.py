@@ -40,6 +40,8 @@ class PackedTable:
     words: np.ndarray = field(init=False)  # uint64 [U, ceil(B/8)]
     area: np.ndarray = field(init=False)
     _anchors: list | None = field(init=False, default=None)
+    _by_mask: tuple[np.ndarray, np.ndarray] | None = field(init=False, default=None)
+    _spans: tuple[np.ndarray, np.ndarray] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.words = to_words(self.packed)
@@ -53,24 +55,65 @@ class PackedTable:
         count = int(index.max()) + 1 if index.size else 0
         return cls(arrays["masks"][:count], index, tuple(int(v) for v in arrays["shape"]))
 
+    def spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each mask's [lo, hi) of non-zero words (empty mask: (0, 0)), cached."""
+        if self._spans is None:
+            nz = self.words != 0
+            has = nz.any(axis=1)
+            lo = np.where(has, nz.argmax(axis=1), 0)
+            hi = np.where(has, nz.shape[1] - nz[:, ::-1].argmax(axis=1), 0)
+            self._spans = lo, hi
+        return self._spans
+
+    def _grouped(self) -> tuple[np.ndarray, np.ndarray]:
+        """Raster positions of the mapped grid points grouped by mask id (raster order within a
+        group) and each id's start in that list: one stable sort instead of a loop per point."""
+        if self._by_mask is None:
+            flat = self.index.reshape(-1)
+            pos = np.flatnonzero(flat >= 0)
+            order = pos[np.argsort(flat[pos], kind="stable")]
+            starts = np.searchsorted(flat[order], np.arange(len(self.packed) + 1))
+            self._by_mask = order, starts
+        return self._by_mask
+
+    def anchors_for(self, u: int) -> list[tuple[int, int]]:
+        """The grid points (i, j) that map to mask ``u``, in raster order."""
+        order, starts = self._grouped()
+        n = self.index.shape[1]
+        return [(int(p % n), int(p // n)) for p in order[starts[u] : starts[u + 1]].tolist()]
+
     def anchors_of(self) -> list[list[tuple[int, int]]]:
         """For each mask, the grid points (i, j) that map to it, in raster order (cached)."""
         if self._anchors is None:
-            out: list[list[tuple[int, int]]] = [[] for _ in range(len(self.packed))]
-            for j, i in zip(*np.nonzero(self.index >= 0)):
-                out[self.index[j, i]].append((int(i), int(j)))
-            self._anchors = out
+            self._anchors = [self.anchors_for(u) for u in range(len(self.packed))]
         return self._anchors
 
 
-def mostly_on(table: PackedTable, gt_packed: np.ndarray) -> np.ndarray:
+def overlap(table: PackedTable, gt_packed: np.ndarray) -> np.ndarray:
+    """int64 [U]: each candidate's pixels on the (packed) GT; computed once per target and
+    shared by :func:`select` and :func:`mostly_on`."""
+    return _span_overlap(table.words, to_words(np.asarray(gt_packed, np.uint8)[None])[0])
+
+
+def mostly_on(table: PackedTable, gt_packed: np.ndarray, inter: np.ndarray | None = None) -> np.ndarray:
     """bool ``[n*n]`` (raster order): whether each grid point's candidate mask has at least half
-    of its pixels on the GT (False where a point has no mask)."""
-    g = to_words(np.asarray(gt_packed, np.uint8)[None])[0]
-    inter = _popcount(table.words & g) if len(table.words) else np.zeros(0, np.int64)
+    of its pixels on the GT (False where a point has no mask). ``inter``: :func:`overlap` of
+    this GT, when the caller has it."""
+    if inter is None:
+        inter = overlap(table, gt_packed)
     on = (2 * inter >= table.area) & (table.area > 0)
     index = table.index.reshape(-1)
     return np.where(index >= 0, on[np.maximum(index, 0)] if len(on) else False, False)
+
+
+def _span_overlap(words: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """int64 [U]: each mask's pixels on ``g``, counted over the words where ``g`` has any bit
+    (the others contribute nothing), so a small GT costs a small slice of the table."""
+    nz = np.flatnonzero(g)
+    if len(nz) == 0 or len(words) == 0:
+        return np.zeros(len(words), np.int64)
+    glo, ghi = int(nz[0]), int(nz[-1]) + 1
+    return np.add.reduce(np.bitwise_count(words[:, glo:ghi] & g[glo:ghi]), axis=1, dtype=np.int64)
 
 
 @dataclass
@@ -81,7 +124,7 @@ class Selection:
 
 
 def select(table: PackedTable, gt_packed: np.ndarray, method: str = "sorted", tau: float = 0.9,
-           ignore_packed: np.ndarray | None = None) -> Selection:
+           ignore_packed: np.ndarray | None = None, inter: np.ndarray | None = None) -> Selection:
     """Pick the fewest candidate masks whose union reaches IoU >= tau with the GT.
 
     ``sorted``: candidates by IoU with the GT (ties: lower id), each kept if it raises the
@@ -89,6 +132,7 @@ def select(table: PackedTable, gt_packed: np.ndarray, method: str = "sorted", ta
     (ties: lower id). Candidates disjoint from the GT never raise IoU and are skipped.
     ``ignore_packed`` (packed like the GT): pixels that count for neither intersection nor
     union (``tokens.rules.mask_iou``), so a candidate spilling into them is not penalised.
+    ``inter``: :func:`overlap` of this GT when the caller has it (used only without ignore).
     """
     if method not in METHODS:
         raise ValueError(f"selection method must be one of {METHODS}, got {method!r}")
@@ -99,10 +143,9 @@ def select(table: PackedTable, gt_packed: np.ndarray, method: str = "sorted", ta
     gt_area = int(_popcount(g))
     if gt_area == 0:
         return Selection([], 0.0, "target vanishes at the candidate-table resolution")
-    nz = np.flatnonzero(g)
-    glo, ghi = int(nz[0]), int(nz[-1]) + 1
     # A slice over all masks beats gathering the overlapping ones (no copy of the table).
-    inter = np.add.reduce(np.bitwise_count(table.words[:, glo:ghi] & g[glo:ghi]), axis=1, dtype=np.int64)
+    if inter is None or keep is not None:
+        inter = _span_overlap(table.words, g)
     cand = np.flatnonzero(inter)
     inter = inter[cand]
     if len(cand) == 0:
@@ -110,8 +153,116 @@ def select(table: PackedTable, gt_packed: np.ndarray, method: str = "sorted", ta
     if method == "sorted":
         area = table.area[cand] if keep is None else _popcount(table.words[cand] & keep)
         iou = inter / (area + gt_area - inter)
-        return _greedy(table.words, g, gt_area, cand[np.lexsort((cand, -iou))], tau, first=True, keep=keep)
+        order = np.lexsort((cand, -iou))
+        if keep is None:
+            return _sorted_counts(table.words, g, gt_area, cand[order], inter[order], area[order], tau)
+        return _greedy(table.words, g, gt_area, cand[order], tau, first=True, keep=keep)
+    if keep is None:
+        return _gain_counts(table, g, gt_area, cand, inter, table.area[cand], tau)
     return _greedy(table.words, g, gt_area, cand, tau, first=False, keep=keep)
+
+
+def _span(words: np.ndarray) -> tuple[int, int]:
+    """[lo, hi) of the non-zero words (empty: (0, 0))."""
+    nz = np.flatnonzero(words)
+    return (int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 0)
+
+
+def _sorted_counts(words: np.ndarray, g: np.ndarray, gt_area: int, order: np.ndarray, inter: np.ndarray,
+                   area: np.ndarray, tau: float) -> Selection:
+    """:func:`_greedy` (sorted) without ignored pixels, from each candidate's GT overlap and area.
+
+    A candidate's new pixels are ``area - |c & union|`` and its new GT pixels ``inter - |c & g &
+    union|``, counted over the union's span of words only. Candidates that cannot raise the IoU
+    whatever the union (at best all their GT pixels are new and their outside pixels overlap the
+    union's: ``(inside + inter) / (gt + outside + max(0, area - inter - outside)) <= best``) are
+    skipped uncounted. The bound is exact (division rounds monotonically) and the counts are the
+    same integers as :func:`_greedy`'s, so the same choices and the same IoU.
+    """
+    union = np.zeros_like(g)
+    u_lo = u_hi = gu_lo = gu_hi = 0
+    gu = union
+    inside = outside = 0
+    best, chosen, pos = 0.0, [], 0
+    while best < tau and pos < len(order):
+        rest_in, rest_area = inter[pos:], area[pos:]
+        bound = (inside + rest_in) / (gt_area + outside + np.maximum(0, rest_area - rest_in - outside))
+        at = pos + np.flatnonzero(bound > best)[:BLOCK]
+        if len(at) == 0:
+            break
+        block = order[at]
+        if u_hi > u_lo:
+            on_union = _popcount(words[:, u_lo:u_hi][block] & union[u_lo:u_hi])
+            on_gt_union = _popcount(words[:, gu_lo:gu_hi][block] & gu[gu_lo:gu_hi]) if gu_hi > gu_lo else 0
+        else:
+            on_union = on_gt_union = 0
+        gain_in = inter[at] - on_gt_union
+        gain_out = area[at] - on_union - gain_in
+        iou = (inside + gain_in) / (gt_area + outside + gain_out)
+        better = np.flatnonzero(iou > best)
+        if len(better) == 0:
+            pos = int(at[-1]) + 1
+            continue
+        k = int(better[0])
+        u = int(block[k])
+        union = union | words[u]
+        gu = union & g
+        (u_lo, u_hi), (gu_lo, gu_hi) = _span(union), _span(gu)
+        inside, outside, best = inside + int(gain_in[k]), outside + int(gain_out[k]), float(iou[k])
+        chosen.append(u)
+        pos = int(at[k]) + 1
+    return Selection(chosen, best)
+
+
+def _gain_counts(table: PackedTable, g: np.ndarray, gt_area: int, order: np.ndarray, inter: np.ndarray,
+                 area: np.ndarray, tau: float) -> Selection:
+    """:func:`_greedy` (gain) without ignored pixels, from each candidate's GT overlap and area.
+
+    A candidate's new pixels are ``area - |c & union|`` and its new GT pixels ``inter - |c & g &
+    union|``; both counts are kept for every candidate and updated on each accept by the
+    accepted mask's new pixels only, for the candidates whose word span meets theirs. Same
+    integers as :func:`_greedy`'s, so the same choices and the same IoU.
+    """
+    words, (lo, hi) = table.words, table.spans()
+    on_u = np.zeros(len(order), np.int64)
+    on_gu = np.zeros(len(order), np.int64)
+    c_lo, c_hi = lo[order], hi[order]
+    union = np.zeros_like(g)
+    taken = np.zeros(len(order), bool)
+    inside = outside = 0
+    best, chosen, pos = 0.0, [], 0
+    first = False
+    while best < tau and pos < len(order):
+        gain_in = inter[pos:] - on_gu[pos:]
+        gain_out = area[pos:] - on_u[pos:] - gain_in
+        iou = (inside + gain_in) / (gt_area + outside + gain_out)
+        if first:
+            better = np.flatnonzero(iou > best)
+            if len(better) == 0:
+                break
+            k = int(better[0])
+        else:
+            iou[taken] = -1.0  # IoUs are >= 0: never the argmax while a candidate is left
+            k = int(np.argmax(iou))  # first max: lowest position among ties
+            if taken[k] or iou[k] <= best:
+                break
+        u = int(order[pos + k])
+        inside, outside, best = inside + int(gain_in[k]), outside + int(gain_out[k]), float(iou[k])
+        chosen.append(u)
+        new = words[u] & ~union
+        union |= words[u]
+        if first:
+            pos += k + 1
+        else:
+            taken[k] = True
+        for counts, bits in ((on_u, new), (on_gu, new & g)):
+            b_lo, b_hi = _span(bits)
+            if b_hi <= b_lo:
+                continue
+            at = pos + np.flatnonzero((c_lo[pos:] < b_hi) & (c_hi[pos:] > b_lo))
+            if len(at):
+                counts[at] += _popcount(words[:, b_lo:b_hi][order[at]] & bits[b_lo:b_hi])
+    return Selection(chosen, best)
 
 
 def _greedy(words: np.ndarray, g: np.ndarray, gt_area: int, order: np.ndarray, tau: float, first: bool,

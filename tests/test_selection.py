@@ -115,3 +115,36 @@ def test_matches_reference_on_random_tables(method, seed):
 def test_unknown_method():
     with pytest.raises(ValueError):
         select(table_of(np.ones((1, 8, 8), bool)), pack(np.ones((8, 8), bool)), "best", 0.9)
+
+
+@pytest.mark.parametrize("method", ["sorted", "gain"])
+@pytest.mark.parametrize("seed", range(4))
+def test_count_paths_equal_the_block_loop_on_larger_tables(method, seed):
+    """More candidates than one block: the count-based loops (no ignore) choose exactly what the
+    plain block loop (``_greedy``, used with ignore regions) and the reference choose."""
+    from getok_data.selection import _greedy, _popcount, to_words
+
+    rng = np.random.default_rng(100 + seed)
+    h, w = 40, 64
+    masks = np.zeros((120, h, w), bool)
+    for m in masks:
+        y, x = rng.integers(0, h - 3), rng.integers(0, w - 3)
+        m[y : y + rng.integers(2, 20), x : x + rng.integers(2, 30)] = True
+    gt = masks[rng.choice(len(masks), 4, replace=False)].any(axis=0)
+    gt[rng.integers(0, h), :] ^= True
+    u = len(masks)
+    table = PackedTable(np.packbits(masks.reshape(u, -1), axis=1), np.arange(u, dtype=np.int32).reshape(10, 12),
+                        (h, w))
+    tau = 0.97
+    s = select(table, pack(gt), method, tau)
+    g = to_words(pack(gt))
+    inter = _popcount(table.words & g)
+    cand = np.flatnonzero(inter)
+    if method == "sorted":
+        iou_c = inter[cand] / (table.area[cand] + int(_popcount(g)) - inter[cand])
+        cand = cand[np.lexsort((cand, -iou_c))]
+    block = _greedy(table.words, g, int(_popcount(g)), cand, tau, first=method == "sorted")
+    assert (s.mask_ids, s.token_iou) == (block.mask_ids, block.token_iou)
+    ref_ids, ref_iou = reference(masks, gt, method, tau)
+    assert s.mask_ids == ref_ids and s.token_iou == pytest.approx(ref_iou, abs=1e-12)
+    assert len(s.mask_ids) >= 2

@@ -97,7 +97,9 @@ def encode_masks(masks: np.ndarray, shape: tuple[int, int]) -> dict[str, np.ndar
     end = np.where(has, chunks - nz[:, ::-1].argmax(axis=1), 0)
     pos = np.arange(chunks)
     keep = (pos >= first[:, None]) & (pos < end[:, None])
-    rows = q.view(np.uint8).reshape(u * chunks, lag)[keep.reshape(-1)]
+    # gather whole chunks as single void items (faster than a byte-wise row gather; same bytes)
+    rows = q.view(np.uint8).reshape(u * chunks, lag).view(np.dtype((np.void, lag)))[keep.reshape(-1)]
+    rows = rows.view(np.uint8).reshape(-1, lag)
     return {"masks_rows": rows, "masks_span": np.stack([first, end], axis=1).astype(np.int32)}
 
 
