@@ -134,7 +134,7 @@ def test_low_quality_and_empty_seg_targets():
 def test_export_errors(shards, tmp_path):
     run = CliRunner().invoke
     result = run(main, ["export", "chat", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "x.jsonl")])
-    assert result.exit_code == 1 and "no such build folder" in result.output
+    assert result.exit_code == 2 and "no such build folder" in result.output
     result = run(main, ["export", "trl", "--data", str(shards), "--out", str(tmp_path / "x.jsonl"), "--relative"])
     assert result.exit_code == 2 and "absolute" in result.output
     result = run(main, ["export", "verl", "--data", str(shards), "--out", str(tmp_path / "x.parquet"),
@@ -152,7 +152,7 @@ def test_tokenizer_grid_from_build_and_conflicts(shards, tmp_path):
     result = run(main, ["export", "tokenizer", "--out", str(tmp_path / "t3")])
     assert result.exit_code == 2 and "--data" in result.output
     result = run(main, ["export", "tokenizer", "--grid", "8", "--out", str(tmp_path / "t4"), "--base", str(tmp_path / "tok")])
-    assert result.exit_code == 1 and "already holds spatial token(s) <grid_0_0>" in result.output
+    assert result.exit_code == 2 and "already holds spatial token(s) <grid_0_0>" in result.output
     result = run(main, ["export", "tokenizer", "--grid", "8", "--out", str(tmp_path / "t4"), "--base",
                         str(tmp_path / "tok"), "--allow-existing"])
     assert result.exit_code == 0 and json.loads(result.output.splitlines()[0])["first_id"] == 256

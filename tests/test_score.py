@@ -315,9 +315,9 @@ def test_gallery_and_bad_options(build, rows, tmp_path):
     with Image.open(tmp_path / "g.png") as im:
         assert im.size[0] > 0 and im.format == "PNG"
     res = CliRunner().invoke(main, ["score", "--data", str(tmp_path / "nope"), "--pred", str(p)])
-    assert res.exit_code == 1 and "nope" in res.output
+    assert res.exit_code == 2 and "nope" in res.output
     res = CliRunner().invoke(main, ["score", "--data", str(build), "--pred", str(tmp_path / "none.jsonl")])
-    assert res.exit_code == 1 and "none.jsonl" in res.output
+    assert res.exit_code == 2 and "none.jsonl" in res.output
 
 
 def test_unreadable_sample_is_reported_not_fatal(build, rows, tmp_path):

@@ -49,7 +49,7 @@ def _format_command(name: str, help_text: str, media: bool, suffix: str) -> clic
             stats = run_export(name, data, out, parse_stage(stage), tasks or TASKS, images_dir, include_low_quality)
         except (FileNotFoundError, ValueError, DatasetError) as e:
             click.echo(f"error: {e}", err=True)
-            sys.exit(1)
+            sys.exit(2)  # bad input (docs/FORMAT.md section 4 exit codes); 1: nothing to export
         click.echo(f"wrote {stats.rows} {name} rows from {stats.samples} samples ({stats.targets} targets) to {out}"
                    + (f"; {stats.files_written} media files written" if media else ""))
         for reason, count in sorted(stats.skipped.items()):
@@ -97,7 +97,7 @@ def tokenizer(data: str | None, n: int | None, out: str, base: str | None, speci
             built = Dataset(data).grid_n()
         except (DatasetError, ValueError, StopIteration) as e:
             click.echo(f"error: --data {data}: cannot read the grid size ({e or 'no samples'})", err=True)
-            sys.exit(1)
+            sys.exit(2)
         if n is not None and n != built:
             click.echo(f"error: --grid {n} disagrees with the build {data} (grid {built}); drop --grid", err=True)
             sys.exit(2)
@@ -109,7 +109,7 @@ def tokenizer(data: str | None, n: int | None, out: str, base: str | None, speci
         summary = export_tokenizer(n, out, base, special=special, allow_existing=allow_existing)
     except Exception as e:  # tokenizers raises a plain Exception on a malformed tokenizer.json
         click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        sys.exit(2)
     click.echo(json.dumps(summary, sort_keys=True))
     if not summary["contiguous"]:
         click.echo("warning: the spatial token ids are not consecutive (the base held some of them)", err=True)

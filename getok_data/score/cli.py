@@ -16,8 +16,9 @@ def register(main: click.Group) -> None:
 
 
 def _fail(msg: str) -> None:
+    """Bad usage or input: one line, exit 2 (docs/FORMAT.md section 4 exit codes)."""
     click.echo(f"error: {msg}", err=True)
-    sys.exit(1)
+    sys.exit(2)
 
 
 @click.command()
