@@ -45,8 +45,7 @@ def run_build(cfg: BuildConfig, force: bool = False, progress: bool = True) -> d
     chash = cfg.hash  # hashes the checkpoint too: a missing one fails here, before --out is touched
     source = make_source(cfg)  # checks the source's paths, also before --out is touched
     t0 = time.perf_counter()
-    storage = Storage(cfg.build.out, create=False) if _is_dir(cfg.build.out) else None
-    num_planned = None
+    storage = _existing(cfg.build.out)
     if storage is not None and read_manifest(storage) is not None and not force:
         num_planned = sum(1 for _ in plan(source, cfg.build.images_per_shard))
         done = _already_complete(storage, chash, num_planned)
@@ -60,12 +59,12 @@ def run_build(cfg: BuildConfig, force: bool = False, progress: bool = True) -> d
     return _timed(summary, t0, storage)
 
 
-def _is_dir(url: str) -> bool:
+def _existing(url: str) -> Storage | None:
+    """The output folder if it exists (opened read-only), else None."""
     try:
-        Storage(url, create=False)
-        return True
+        return Storage(url, create=False)
     except FileNotFoundError:
-        return False
+        return None
 
 
 def _timed(summary: dict, t0: float, storage: Storage, resumed: bool = False) -> dict:
