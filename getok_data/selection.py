@@ -192,8 +192,12 @@ def _sorted_counts(words: np.ndarray, g: np.ndarray, gt_area: int, order: np.nda
             break
         block = order[at]
         if u_hi > u_lo:
-            on_union = _popcount(words[:, u_lo:u_hi][block] & union[u_lo:u_hi])
-            on_gt_union = _popcount(words[:, gu_lo:gu_hi][block] & gu[gu_lo:gu_hi]) if gu_hi > gu_lo else 0
+            # one gather of the block over the union's span; |c & g & union| from |c & union|'s
+            # words (gu = union & g lies inside the union's span)
+            part = words[:, u_lo:u_hi][block]
+            np.bitwise_and(part, union[u_lo:u_hi], out=part)
+            on_union = _popcount(part)
+            on_gt_union = _popcount(np.bitwise_and(part, g[u_lo:u_hi], out=part)) if gu_hi > gu_lo else 0
         else:
             on_union = on_gt_union = 0
         gain_in = inter[at] - on_gt_union
