@@ -18,7 +18,9 @@ BLOCK = 32  # candidates evaluated per vectorised step of the greedy loop
 
 
 def _popcount(a: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.bitwise_count(a).sum(axis=axis, dtype=np.int64)
+    """Set bits along ``axis`` (int64), summed in uint16 when they fit (~3x cheaper)."""
+    acc = np.uint16 if 64 * a.shape[axis] < 2**16 else np.int64
+    return np.bitwise_count(a).sum(axis=axis, dtype=acc).astype(np.int64)
 
 
 def to_words(packed: np.ndarray) -> np.ndarray:
@@ -113,7 +115,11 @@ def _span_overlap(words: np.ndarray, g: np.ndarray) -> np.ndarray:
     if len(nz) == 0 or len(words) == 0:
         return np.zeros(len(words), np.int64)
     glo, ghi = int(nz[0]), int(nz[-1]) + 1
-    return np.add.reduce(np.bitwise_count(words[:, glo:ghi] & g[glo:ghi]), axis=1, dtype=np.int64)
+    counts = np.bitwise_count(np.bitwise_and(words[:, glo:ghi], g[glo:ghi]))
+    # sums in the narrowest integer that holds them (a row sums to at most 64 per word): ~3x
+    # cheaper than accumulating uint8 counts in int64, same integers
+    acc = np.uint16 if 64 * (ghi - glo) < 2**16 else np.int64
+    return np.add.reduce(counts, axis=1, dtype=acc).astype(np.int64)
 
 
 @dataclass
