@@ -18,7 +18,9 @@ BLOCK = 32  # candidates evaluated per vectorised step of the greedy loop
 
 
 def _popcount(a: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.bitwise_count(a).sum(axis=axis, dtype=np.int64)
+    """Set bits along ``axis`` (int64), summed in uint16 when they fit (~3x cheaper)."""
+    acc = np.uint16 if 64 * a.shape[axis] < 2**16 else np.int64
+    return np.bitwise_count(a).sum(axis=axis, dtype=acc).astype(np.int64)
 
 
 def to_words(packed: np.ndarray) -> np.ndarray:
@@ -113,7 +115,11 @@ def _span_overlap(words: np.ndarray, g: np.ndarray) -> np.ndarray:
     if len(nz) == 0 or len(words) == 0:
         return np.zeros(len(words), np.int64)
     glo, ghi = int(nz[0]), int(nz[-1]) + 1
-    return np.add.reduce(np.bitwise_count(words[:, glo:ghi] & g[glo:ghi]), axis=1, dtype=np.int64)
+    counts = np.bitwise_count(np.bitwise_and(words[:, glo:ghi], g[glo:ghi]))
+    # sums in the narrowest integer that holds them (a row sums to at most 64 per word): ~3x
+    # cheaper than accumulating uint8 counts in int64, same integers
+    acc = np.uint16 if 64 * (ghi - glo) < 2**16 else np.int64
+    return np.add.reduce(counts, axis=1, dtype=acc).astype(np.int64)
 
 
 @dataclass
@@ -192,8 +198,12 @@ def _sorted_counts(words: np.ndarray, g: np.ndarray, gt_area: int, order: np.nda
             break
         block = order[at]
         if u_hi > u_lo:
-            on_union = _popcount(words[:, u_lo:u_hi][block] & union[u_lo:u_hi])
-            on_gt_union = _popcount(words[:, gu_lo:gu_hi][block] & gu[gu_lo:gu_hi]) if gu_hi > gu_lo else 0
+            # one gather of the block over the union's span; |c & g & union| from |c & union|'s
+            # words (gu = union & g lies inside the union's span)
+            part = words[:, u_lo:u_hi][block]
+            np.bitwise_and(part, union[u_lo:u_hi], out=part)
+            on_union = _popcount(part)
+            on_gt_union = _popcount(np.bitwise_and(part, g[u_lo:u_hi], out=part)) if gu_hi > gu_lo else 0
         else:
             on_union = on_gt_union = 0
         gain_in = inter[at] - on_gt_union

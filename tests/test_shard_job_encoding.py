@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from getok_data.dataset import TableError, check_table, load_npz, table_bytes
+from getok_data.dataset import TableError, check_table, load_npz, npz_bytes, table_bytes
+from getok_data.dataset.table import TABLE_VERSION, encode_masks
 from getok_data.segmenters.base import CandidateTable
 from getok_data.segmenters.device_tables import dedup_rows, pack_rows
 
@@ -106,3 +107,22 @@ def test_device_pack_and_dedup_equal_numpy_and_the_host_dedup():
         assert got.equals(table)
         assert ids[25] == -1 and np.array_equal(ids[10:20].numpy(), ids[0:10].numpy())
         assert first.tolist() == sorted(first.tolist())
+
+
+def test_the_early_v2_row_stream_layout_is_still_read_and_a_broken_sparse_stream_is_an_error():
+    rng = np.random.default_rng(4)
+    for h, w in ((192, 256), (256, 171)):  # whole-word chunks (no stream gather) and byte chunks
+        arrays = _arrays(rng, h, w, 23)
+        early = {k: v for k, v in arrays.items() if k != "masks"}
+        early.update(encode_masks(arrays["masks"], (h, w)), table_version=np.int32(TABLE_VERSION))
+        stored = dict(np.load(io.BytesIO(table_bytes(arrays)), allow_pickle=False))
+        assert "masks_rows" not in stored and {"masks_wmap", "masks_bmap", "masks_bytes"} <= set(stored)
+        for data in (npz_bytes(early), table_bytes(arrays)):
+            back = load_npz(data)
+            assert all(np.array_equal(back[k], arrays[k]) for k in arrays)
+    bad = dict(stored, masks_bytes=stored["masks_bytes"][:-1])
+    with pytest.raises(TableError, match="masks_bytes has .* entries, masks_bmap marks"):
+        load_npz(npz_bytes(bad))
+    bad = dict(stored, masks_bmap=stored["masks_bmap"][:-1])
+    with pytest.raises(TableError, match="masks_bmap has .* entries for .* non-zero words"):
+        load_npz(npz_bytes(bad))

@@ -6,8 +6,9 @@ Arrays (as :func:`load_npz` returns them, whatever the version on disk): ``index
 ``[n, n, 9]`` (``[j, i, step]``; ``[..., 4]`` equals ``index``).
 
 On disk (format version 2, :func:`table_bytes`) ``masks`` is stored as a delta-coded, cropped
-row stream (docs/FORMAT.md "Candidate-table encoding"): 6x cheaper to write than deflating the
-packed masks, and smaller. Version 1 files (``masks`` stored as is) are still read.
+row stream kept as its non-zero bytes (docs/FORMAT.md "Candidate-table encoding"): ~11x cheaper
+to write than deflating the packed masks, and ~40% smaller. Version 1 files (``masks`` stored as
+is) and early version 2 files (the row stream itself, ``masks_rows``) are still read.
 """
 from __future__ import annotations
 
@@ -26,13 +27,16 @@ class TableError(ValueError):
     """A candidate table that breaks the contract; the message says how."""
 
 
-# Members whose deflate uses the run-length strategy at level 1 (long zero runs; 5x faster than
-# the default strategy at level 6 and, after the delta coding, smaller).
-_RLE_MEMBERS = ("masks_rows",)
+# Deflate (level, strategy) per member, others (1, default): on these tables level 6 costs ~5x
+# the time for the same bytes, except ``offsets`` (superpixel builds: ~40% smaller at level 6).
+# Run-length for the mask members (long zero runs; as small as level 1's matches, ~1.5x faster).
+_MEMBER_DEFLATE = {"offsets": (6, zlib.Z_DEFAULT_STRATEGY),
+                   **{k: (1, zlib.Z_RLE) for k in ("masks_rows", "masks_span", "masks_wmap", "masks_bmap", "masks_bytes")}}
 
 
-def _deflate(raw: bytes, rle: bool) -> bytes:
-    co = zlib.compressobj(1 if rle else 6, zlib.DEFLATED, -15, 8, zlib.Z_RLE if rle else zlib.Z_DEFAULT_STRATEGY)
+def _deflate(raw: bytes, name: str) -> bytes:
+    level, strategy = _MEMBER_DEFLATE.get(name, (1, zlib.Z_DEFAULT_STRATEGY))
+    co = zlib.compressobj(level, zlib.DEFLATED, -15, 8, strategy)
     return co.compress(raw) + co.flush()
 
 
@@ -51,7 +55,7 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
         body = io.BytesIO()
         np.lib.format.write_array(body, arr, allow_pickle=False)
         raw = body.getbuffer()
-        data = _deflate(raw, name in _RLE_MEMBERS)
+        data = _deflate(raw, name)
         fname = f"{name}.npy".encode()
         crc, offset = zlib.crc32(raw), len(out)
         fields = (20, 0, 8, 0, _DOS_DATE, crc, len(data), len(raw), len(fname))
@@ -69,14 +73,9 @@ def _chunk_len(shape: tuple[int, int]) -> int:
     return w // 8 if w % 8 == 0 else w
 
 
-def encode_masks(masks: np.ndarray, shape: tuple[int, int]) -> dict[str, np.ndarray]:
-    """Packed masks ``[U, B]`` -> ``masks_rows`` uint8 ``[R, L]`` and ``masks_span`` int32 ``[U, 2]``.
-
-    Each mask (zero padded to ``C * L`` bytes, ``L`` = :func:`_chunk_len`) is cut into ``C``
-    chunks of ``L`` bytes; chunk ``c`` is XORed with chunk ``c - 1`` (so a smooth mask becomes its
-    row-to-row edges), and only the chunks from the first to the last non-zero delta are kept:
-    ``masks_span[u] = (first, end)``, rows of all masks concatenated in mask order.
-    """
+def _delta_chunks(masks: np.ndarray, shape: tuple[int, int]):
+    """The XOR-delta chunks of :func:`encode_masks` (as uint64 words when ``L % 8 == 0``, else
+    bytes) ``[U, C, *]``, each mask's ``first`` / ``end`` and the ``keep`` mask ``[U, C]``."""
     masks = np.ascontiguousarray(masks, dtype=np.uint8)
     u, b = masks.shape
     lag = _chunk_len(shape)
@@ -88,19 +87,92 @@ def encode_masks(masks: np.ndarray, shape: tuple[int, int]) -> dict[str, np.ndar
     q = np.empty_like(word)
     q[:, :1] = word[:, :1]
     np.bitwise_xor(word[:, 1:], word[:, :-1], out=q[:, 1:])
-    acc = q[..., 0].copy()  # OR of each chunk's words (faster than .any on the word axis)
-    for k in range(1, q.shape[2]):
-        acc |= q[..., k]
-    nz = acc != 0
+    qnz = q != 0
+    per = q.shape[2]  # words per chunk: a chunk's flags read as one integer when they fit one
+    item = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}.get(per)
+    nz = qnz.view(item)[..., 0] != 0 if item is not None else qnz.any(axis=2)
     has = nz.any(axis=1)
     first = np.where(has, nz.argmax(axis=1), 0)
     end = np.where(has, chunks - nz[:, ::-1].argmax(axis=1), 0)
     pos = np.arange(chunks)
     keep = (pos >= first[:, None]) & (pos < end[:, None])
+    return q, qnz, first, end, keep
+
+
+def encode_masks(masks: np.ndarray, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Packed masks ``[U, B]`` -> ``masks_rows`` uint8 ``[R, L]`` and ``masks_span`` int32 ``[U, 2]``.
+
+    Each mask (zero padded to ``C * L`` bytes, ``L`` = :func:`_chunk_len`) is cut into ``C``
+    chunks of ``L`` bytes; chunk ``c`` is XORed with chunk ``c - 1`` (so a smooth mask becomes its
+    row-to-row edges), and only the chunks from the first to the last non-zero delta are kept:
+    ``masks_span[u] = (first, end)``, rows of all masks concatenated in mask order.
+    """
+    q, _, first, end, keep = _delta_chunks(masks, shape)
+    u, chunks, lag = len(q), q.shape[1], _chunk_len(shape)
     # gather whole chunks as single void items (faster than a byte-wise row gather; same bytes)
     rows = q.view(np.uint8).reshape(u * chunks, lag).view(np.dtype((np.void, lag)))[keep.reshape(-1)]
     rows = rows.view(np.uint8).reshape(-1, lag)
     return {"masks_rows": rows, "masks_span": np.stack([first, end], axis=1).astype(np.int32)}
+
+
+def encode_masks_sparse(masks: np.ndarray, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """``masks_span`` and the :func:`sparse_encode` members of the :func:`encode_masks` row stream.
+
+    When chunks are whole words (``L % 8 == 0``, e.g. 256-px tables) the row stream is never
+    gathered: chunks outside a mask's span are zero, so the stream's non-zero words are those of
+    all chunks, in the same order, and its word bitmap is the chunks' one restricted to the spans.
+    """
+    if _chunk_len(shape) % 8:
+        coded = encode_masks(masks, shape)
+        return {"masks_span": coded["masks_span"], **sparse_encode(coded["masks_rows"])}
+    q, qnz, first, end, keep = _delta_chunks(masks, shape)
+    per = q.shape[2]  # a chunk's flags gathered as one item
+    item = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}.get(per, np.dtype((np.void, per)))
+    wnz = np.compress(keep.reshape(-1), qnz.reshape(-1, per).view(item).reshape(-1)).view(bool)
+    nzb = np.compress(qnz.reshape(-1), q.reshape(-1)).view(np.uint8)
+    bnz = nzb != 0
+    return {"masks_span": np.stack([first, end], axis=1).astype(np.int32),
+            "masks_wmap": np.packbits(wnz.reshape(-1), bitorder="little"),
+            "masks_bmap": np.packbits(bnz, bitorder="little"), "masks_bytes": np.compress(bnz, nzb)}
+
+
+def sparse_encode(stream: np.ndarray) -> dict[str, np.ndarray]:
+    """A flat uint8 row stream -> its non-zero bytes, addressed by two bitmaps.
+
+    The delta-coded row stream is ~97% zero bytes; deflating it costs ~5 ms per n=32 table, so
+    only what is not zero is kept: ``masks_wmap`` (bit ``k``, little-endian bit order, set when
+    8-byte word ``k`` of the stream, zero padded, is not zero), ``masks_bmap`` (one byte per
+    non-zero word, bit ``b`` set when its byte ``b`` is not zero) and ``masks_bytes`` (the
+    non-zero bytes in stream order).
+    """
+    stream = np.ascontiguousarray(stream, dtype=np.uint8).reshape(-1)
+    if len(stream) % 8:
+        stream = np.concatenate([stream, np.zeros(-len(stream) % 8, np.uint8)])
+    words = stream.view(np.uint64)
+    wnz = words != 0
+    nzb = np.compress(wnz, words).view(np.uint8)
+    bnz = nzb != 0
+    return {"masks_wmap": np.packbits(wnz, bitorder="little"), "masks_bmap": np.packbits(bnz, bitorder="little"),
+            "masks_bytes": np.compress(bnz, nzb)}
+
+
+def sparse_decode(wmap: np.ndarray, bmap: np.ndarray, vals: np.ndarray, size: int) -> np.ndarray:
+    """Inverse of :func:`sparse_encode`: the flat uint8 stream of ``size`` bytes."""
+    nwords = -(-size // 8)
+    if wmap.ndim != 1 or bmap.ndim != 1 or vals.ndim != 1 or len(wmap) != -(-nwords // 8):
+        raise TableError(f"masks_wmap {wmap.shape} does not fit a row stream of {size} bytes")
+    wnz = np.unpackbits(wmap, count=nwords, bitorder="little").view(bool)
+    k = int(np.count_nonzero(wnz))
+    if len(bmap) != k:
+        raise TableError(f"masks_bmap has {len(bmap)} entries for {k} non-zero words")
+    bnz = np.unpackbits(bmap, bitorder="little").view(bool)
+    if int(np.count_nonzero(bnz)) != len(vals):
+        raise TableError(f"masks_bytes has {len(vals)} entries, masks_bmap marks {int(np.count_nonzero(bnz))}")
+    nzb = np.zeros(8 * k, np.uint8)
+    nzb[bnz] = vals
+    words = np.zeros(nwords, np.uint64)
+    words[wnz] = nzb.view(np.uint64)
+    return words.view(np.uint8)[:size]
 
 
 def decode_masks(rows: np.ndarray, span: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -128,7 +200,7 @@ def table_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """The ``.cand.npz`` bytes of a candidate table (format version 2: masks delta-coded)."""
     stored = {k: v for k, v in arrays.items() if k != "masks"}
     shape = tuple(int(v) for v in arrays["shape"])
-    stored.update(encode_masks(arrays["masks"], shape))
+    stored.update(encode_masks_sparse(arrays["masks"], shape))
     stored["table_version"] = np.asarray(TABLE_VERSION, dtype=np.int32)
     return npz_bytes(stored)
 
@@ -142,9 +214,22 @@ def load_npz(data: bytes) -> dict[str, np.ndarray]:
         version = int(arrays.pop("table_version"))
         if version != TABLE_VERSION:
             raise TableError(f"candidate table version {version} is not supported (this reader knows 1 and 2)")
-        if "shape" not in arrays or "masks_rows" not in arrays or "masks_span" not in arrays:
-            raise TableError("candidate table version 2 lacks shape, masks_rows or masks_span")
+        sparse = ("masks_wmap", "masks_bmap", "masks_bytes")
+        if "shape" not in arrays or "masks_span" not in arrays or not (
+                "masks_rows" in arrays or all(k in arrays for k in sparse)):
+            raise TableError("candidate table version 2 lacks shape, masks_span or the masks_wmap / "
+                             "masks_bmap / masks_bytes stream")
         shape = tuple(int(v) for v in arrays["shape"])
+        if "masks_rows" not in arrays:  # the released layout; masks_rows itself: early v2 builds
+            span = arrays["masks_span"]
+            if span.ndim != 2 or span.shape[1:] != (2,):
+                raise TableError(f"masks_span {span.shape} is not [U, 2]")
+            lag = _chunk_len(shape)
+            count = int((span[:, 1].astype(np.int64) - span[:, 0]).sum())
+            if count < 0:
+                raise TableError(f"masks_span {span.shape} does not fit a {shape[0]}x{shape[1]} table")
+            stream = sparse_decode(*(arrays.pop(k) for k in sparse), count * lag)
+            arrays["masks_rows"] = stream.reshape(count, lag)
         arrays["masks"] = decode_masks(arrays.pop("masks_rows"), arrays.pop("masks_span"), shape)
     return arrays
 
