@@ -28,6 +28,7 @@ __all__ = [
     "text_problem",
     "check_limit",
     "resolve_image_path",
+    "attach_image",
     "decode_target_mask",
     "source_error",
 ]
@@ -207,6 +208,24 @@ def _polygon_outside(seg: Any, h: int, w: int) -> bool:
     if not xs or not ys:
         return False
     return max(xs) <= 0 or min(xs) >= w or max(ys) <= 0 or min(ys) >= h
+
+
+def attach_image(rec: ImageRecord, image_root: Path, file_name: Any, err: Callable[..., ErrorRecord],
+                 detail: str = "") -> bool:
+    """Point ``rec`` at its image file under ``image_root`` (path safety, existence, the header's
+    size against the declared one); each problem becomes an error of ``rec``. False when the header
+    gives another size: then no mask may be decoded at the declared size (the caller stops)."""
+    rec.image_path, problem = resolve_image_path(image_root, file_name)
+    if problem:
+        rec.errors.append(err(problem))
+        return True
+    rec.image_name = file_name
+    problem = check_header_size(rec.image_path, rec.image_name, rec.width, rec.height)
+    if problem:
+        rec.image_path = None
+        rec.errors.append(err(problem, detail=detail))
+        return False
+    return True
 
 
 def decode_target_mask(seg: Any, h: int, w: int) -> tuple[np.ndarray, dict, list[float]]:

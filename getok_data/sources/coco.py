@@ -15,12 +15,11 @@ from ..types import ErrorRecord, ImageRecord, Target
 from .base import (
     SOURCES,
     Source,
-    check_header_size,
+    attach_image,
     check_image_size,
     check_limit,
     decode_target_mask,
     id_sort_key,
-    resolve_image_path,
     source_error,
     text_problem,
 )
@@ -241,16 +240,8 @@ class CocoSource(Source):
             rec.errors.append(err(problem, detail=ann_ids))
             return rec
         rec.width, rec.height = int(img["width"]), int(img["height"])
-        rec.image_path, problem = resolve_image_path(self.image_root, img.get("file_name"))
-        if problem:
-            rec.errors.append(err(problem))
-        else:
-            rec.image_name = img["file_name"]
-            problem = check_header_size(rec.image_path, rec.image_name, rec.width, rec.height)
-            if problem:  # masks are never decoded at a size the image does not have
-                rec.image_path = None
-                rec.errors.append(err(problem, detail=ann_ids))
-                return rec
+        if not attach_image(rec, self.image_root, img.get("file_name"), err, ann_ids):
+            return rec  # masks are never decoded at a size the image does not have
         for ann in sorted(anns, key=lambda a: id_sort_key(a["id"])):
             target, error = self._target(index, ann, rec.height, rec.width, err)
             if target is not None:

@@ -14,10 +14,9 @@ testB); a ref without a sentence is quarantined (the maintainers say to skip the
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import json
 from collections import defaultdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,12 +27,12 @@ from ..types import ImageRecord, Target
 from .base import (
     SOURCES,
     Source,
+    attach_image,
     check_image_size,
     check_limit,
     decode_target_mask,
     id_sort_key,
     record_sort_key,
-    resolve_image_path,
     source_error,
 )
 from .coco import CocoIndex, load_instances
@@ -164,9 +163,8 @@ class GRefCocoSource(Source):
             rec.errors.append(err(size_problem))
             return rec
         rec.width, rec.height = int(img["width"]), int(img["height"])
-        rec.image_path, problem = resolve_image_path(self.image_root, img.get("file_name"))
-        if problem:
-            rec.errors.append(err(problem))
+        if not attach_image(rec, self.image_root, img.get("file_name"), err):
+            return rec  # masks are never decoded at a size the image does not have
         seen: set[Any] = set()
         for ref in refs:
             ref_id, ann_ids = ref["ref_id"], _as_list(ref["ann_id"])

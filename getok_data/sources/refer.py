@@ -18,14 +18,13 @@ from ..types import ImageRecord, Target
 from .base import (
     SOURCES,
     Source,
-    check_header_size,
+    attach_image,
     check_image_size,
     check_inside,
     check_limit,
     decode_target_mask,
     id_sort_key,
     record_sort_key,
-    resolve_image_path,
     source_error,
     text_problem,
 )
@@ -220,16 +219,8 @@ class ReferSource(Source):
             rec.errors.append(err(problem, detail=ids))
             return rec
         rec.width, rec.height = int(img["width"]), int(img["height"])
-        rec.image_path, problem = resolve_image_path(self.image_root, img.get("file_name"))
-        if problem:
-            rec.errors.append(err(problem))
-        else:
-            rec.image_name = img["file_name"]
-            problem = check_header_size(rec.image_path, rec.image_name, rec.width, rec.height)
-            if problem:  # masks are never decoded at a size the image does not have
-                rec.image_path = None
-                rec.errors.append(err(problem, detail=ids))
-                return rec
+        if not attach_image(rec, self.image_root, img.get("file_name"), err, ids):
+            return rec  # masks are never decoded at a size the image does not have
         seen: set[Any] = set()
         for ref in refs:
             ref_id, ann_id = ref["ref_id"], ref["ann_id"]
