@@ -10,7 +10,7 @@ TMP_SUFFIX = ".tmp"  # every write goes to NAME.tmp first; a run removes leftove
 
 
 class Storage:
-    """A folder: read/write/rename/list by name, local or remote. Every write is atomic."""
+    """A folder: read/write/list/remove by name, local or remote. Every write is atomic."""
 
     def __init__(self, url: str | os.PathLike, create: bool = True):
         """``create=False`` opens an existing folder read-only (``FileNotFoundError`` if absent)."""
@@ -62,12 +62,6 @@ class Storage:
         else:  # object stores make a single put atomic
             with self.fs.open(self.path(name), "wb") as f:
                 f.write(data)
-
-    def rename(self, src: str, dst: str) -> None:
-        if self.local:
-            os.replace(self.path(src), self.path(dst))
-        else:
-            self.fs.mv(self.path(src), self.path(dst))
 
     def remove(self, name: str) -> None:
         if self.exists(name):
