@@ -131,7 +131,7 @@ class Generator:
 def _refine_round(gen: Generator, jobs: list[Job], batch_size: int) -> None:
     """One refinement round for every job whose last answer still grounds something."""
     from .rewards.core import parse_refinement
-    from .score.scoring import parse_answer
+    from .tokens.answers import parse_answer
     from .train.evaluate import requantise
 
     live = []

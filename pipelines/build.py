@@ -1,7 +1,8 @@
 """The build job: source -> fixed blocks of sorted images -> shards, resumable, on any runner.
 
-Run as ``getok-data build ...`` or as a Ray job entrypoint:
-``ray job submit -- python -m pipelines.build --config configs/X.yaml --runner ray``.
+A function module: run it as ``getok-data build ...`` or, as a Ray job entrypoint,
+``ray job submit -- python -m getok_data build --config configs/X.yaml --runner ray``
+(the command line sits above the pipelines, so this module never imports it).
 
 Everything the build needs is checked before the output folder is touched: the config (when
 it is loaded), the source (built here, which checks its paths) and the segmenter's checkpoint
@@ -86,10 +87,3 @@ def check_error_rate(summary: dict, max_rate: float) -> None:
 
 
 __all__ = ["run_build", "check_error_rate", "BuildError", "RUNNERS"]
-
-if __name__ == "__main__":  # `python -m pipelines.build ARGS`: the same options as `getok-data build`
-    import sys
-
-    from getok_data.cli import main
-
-    main(["build", *sys.argv[1:]])

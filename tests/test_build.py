@@ -22,7 +22,7 @@ from getok_data.config import load_config
 from getok_data.dataset import load_npz
 from pipelines.build import BuildError, run_build
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+from conftest import FIXTURES_DIR as FIXTURES
 MMPOSE = FIXTURES / "open-mmlab__mmpose" / "tests" / "data" / "coco"
 
 
@@ -282,7 +282,6 @@ def _ref(ref_id, ann_id, image_id, split):
                            "sent_id": ref_id * 10, "tokens": ["the", "person"]}]}
 
 
-@pytest.mark.skipif(not MMPOSE.exists(), reason="shared fixtures not present")
 def test_refer_build_quarantines_each_bad_input_and_keeps_the_rest(tmp_path):
     root = tmp_path / "D"
     info = make_refer_tree(root)

@@ -1,5 +1,5 @@
-"""No import cycles among the project's modules, function-level imports included: stages
-(``getok_data``) sit below ``pipelines``, which sit below the command line."""
+"""No import cycles among the project's modules, function-level imports and ``__main__`` blocks
+included: stages (``getok_data``) sit below ``pipelines``, which sit below the command line."""
 from __future__ import annotations
 
 import ast
@@ -20,12 +20,6 @@ def _modules() -> dict[str, Path]:
     return mods
 
 
-def _is_main_guard(node: ast.AST) -> bool:
-    """``if __name__ == "__main__":``: code that runs only as a script, as another module object."""
-    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
-            and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__")
-
-
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     is_pkg = path.name == "__init__.py"
     package = name if is_pkg else name.rpartition(".")[0]
@@ -41,9 +35,7 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             found.add(target)
 
     def visit(node: ast.AST) -> None:
-        for child in ast.iter_child_nodes(node):
-            if _is_main_guard(child):
-                continue
+        for child in ast.iter_child_nodes(node):  # ``if __name__ == "__main__":`` blocks count too
             if isinstance(child, ast.Import):
                 for a in child.names:
                     add(a.name)
@@ -123,3 +115,11 @@ def test_the_walker_sees_function_level_imports(tmp_path):
     mods = {"p.x": tmp_path / "x.py", "p.y": tmp_path / "y.py"}
     (tmp_path / "x.py").write_text("def f():\n    from .y import g\n")
     assert _imports("p.x", mods["p.x"], mods) == {"p.y"}
+
+
+def test_predict_and_score_share_one_owner_of_the_answer_grammar():
+    """``predict`` uses the answer grammar from ``tokens.answers``, not from ``score``, so the two
+    never import each other's helpers in both directions."""
+    graph = import_graph()
+    assert not {d for d in graph["getok_data.predict"] if d.startswith("getok_data.score")}
+    assert "getok_data.tokens.answers" in graph["getok_data.score.scoring"]

@@ -87,7 +87,7 @@ def test_ray_output_equals_local_output(cluster, local_reference, tmp_path):
 def test_killed_actor_mid_run_still_gives_identical_output(cluster, local_reference, tmp_path):
     out = tmp_path / "killed"
     env = dict(os.environ, RAY_ADDRESS=cluster)
-    cmd = [sys.executable, "-m", "pipelines.build", *ARGS, "--runner", "ray", "--address", cluster,
+    cmd = [sys.executable, "-m", "getok_data", "build", *ARGS, "--runner", "ray", "--address", cluster,
            "--num-actors", "2", "--out", str(out), "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     killed = None

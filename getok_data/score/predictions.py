@@ -7,13 +7,19 @@ sentence id (``sent_ids`` in the sample JSON, e.g. REFER's) or, for targets with
 ids, the sentence index. Optional fields: ``refine`` (list of ``<offset>`` answers, the
 multi-turn refinement that ``getok-data predict --stage offset`` writes) and ``previous``.
 Unreadable lines, rows without an id or text, duplicates, unknown ids and missing predictions
-are counted and reported, never a crash.
+are counted and reported, never a crash. The file is UTF-8 (a leading BOM and CRLF line ends are
+accepted); a file that is not text at all (a byte that is not UTF-8) is refused whole with
+:class:`PredictionsError` naming the file and the line, since no row of it can be trusted.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+class PredictionsError(ValueError):
+    """The prediction file cannot be read as text: one line naming the file and where."""
 
 
 @dataclass
@@ -55,8 +61,15 @@ def _text(obj: dict, name: str) -> str | None:
 def read_predictions(path: str | Path) -> Predictions:
     """Parse a prediction JSONL; bad rows are recorded with their line number, never raised."""
     out = Predictions()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # utf-8-sig: editors on Windows write a BOM
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise PredictionsError(f"{path}: line {lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at "
+                                       f"column {e.start + 1}); a prediction file is JSONL") from None
             if not line.strip():
                 continue
             try:

@@ -38,8 +38,9 @@ def score_build(data: str, pred_path: str | os.PathLike, decoder: str = "table",
     """The metrics report (one JSON object) of the predictions at ``pred_path`` on build ``data``.
 
     ``missing``: ``fail`` scores an export row without a prediction as a format failure when its
-    metrics group (``grid/seg`` ...) has at least one prediction; ``skip`` leaves it out. Groups
-    without any prediction are never scored (their row counts are reported).
+    metrics group (``grid/seg`` ...) has at least one prediction, and every grid row when no
+    prediction joined at all (an empty file scores 0, it does not vanish); ``skip`` leaves it
+    out. Otherwise groups without any prediction are not scored (their row counts are reported).
     """
     _check("decoder", decoder, ("table", "segmenter"))
     _check("empty-union convention", empty_union, EMPTY_UNION)
@@ -68,6 +69,10 @@ def score_build(data: str, pred_path: str | os.PathLike, decoder: str = "table",
                 gt = (scorer.masks.table.gt(row.target["mask_rle"]) if row.task == "seg" else row.target["box"])
                 keep.offer(fields.get("iou", fields.get("box_iou", 0.0)), row.id, sample.image, gt, result)
     predicted = {r["group"] for r in every if not r["missing"]}
+    if not predicted and missing == "fail":
+        # Nothing joined at all (an empty or wholly unusable file): every grid row is a failure,
+        # so the figures say 0, not "no data".
+        predicted = {r["group"] for r in every if r["group"].startswith("grid/")}
     absent = [r for r in every if r["missing"]]
     rows_out = [r for r in every if not r["missing"] or (missing == "fail" and r["group"] in predicted)]
     unknown = preds.unknown()

@@ -8,20 +8,19 @@ prediction on an empty target, after ``ignore_rle``) scores ``1`` (``one``, LISA
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Callable
 
 import numpy as np
 
 from ..masks import ignore_mask
-from ..rewards.core import box_iou, gt_mask, inside, parse_grounding, parse_refinement
-from ..tokens import Grid, Mask, decode_box, decode_point, encode, positions, tokenize
+from ..rewards.core import box_iou, gt_mask, inside, parse_refinement
+from ..tokens import Grid, decode_box, decode_point, encode, positions, tokenize
+from ..tokens.answers import parse_answer
 from ..tokens.rules import intersection_union
 from .decoders import SampleMasks
 from .predictions import Prediction
 from .rows import ExpectedRow
 
-EMPTY_SEG = re.compile(r"\s*<seg>\s*</seg>\s*")
 
 RowFields = Callable[[dict, Any, bool, Grid], dict]
 ROW_FIELDS: dict[str, RowFields] = {}
@@ -39,13 +38,6 @@ def register_row_fields(task: str) -> Callable[[RowFields], RowFields]:
         return fn
 
     return deco
-
-
-def parse_answer(text: str, n: int, kind: str):
-    """The one grounding of ``kind`` in ``text`` (``<seg></seg>``: an empty Mask), else None."""
-    if kind == "seg" and EMPTY_SEG.fullmatch(text):
-        return Mask(())
-    return parse_grounding(text, n, kind)
 
 
 def _ntokens(text: str) -> int:
