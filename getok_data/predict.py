@@ -41,13 +41,14 @@ class Job:
     image: Any  # PIL image
     decoder: TableDecoder
     grid: Grid
+    instruction: str = ""  # the export row's prompt (captions hold the region, points ask for every instance)
     text: str = ""
     refine: list[str] = field(default_factory=list)
     previous: list[str] = field(default_factory=list)
 
     def prompt(self) -> list[dict]:
-        return [{"role": "user", "content": [{"type": "image"},
-                                             {"type": "text", "text": INSTRUCTIONS[self.task].format(s=self.sentence)}]}]
+        text = self.instruction or INSTRUCTIONS[self.task].format(s=self.sentence)
+        return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
 
     def refine_prompt(self, previous: str) -> list[dict]:
         """The export's offset row: one user turn holding the previous answer (export/rows.py)."""
@@ -78,7 +79,7 @@ def _jobs(ds: Dataset, tasks: tuple[str, ...], limit: int | None) -> Iterator[Jo
             if limit is not None and k >= limit:
                 return
             k += 1
-            yield Job(r.id, r.fields["task"], r.fields["sentence"], image, decoder, grid)
+            yield Job(r.id, r.fields["task"], r.fields["sentence"], image, decoder, grid, r.prompt)
 
 
 class Generator:

@@ -194,12 +194,13 @@ def test_trl_rewards_prefer_ground_truth(rows):
     junk = ["I am not sure what you mean."] * len(rows)
     funcs = trl_rewards.make_rewards(stage="all")
     assert [f.__name__ for f in funcs] == [s.name for s in trl_rewards.REWARDS]
-    assert len(trl_rewards.reward_weights("grid")) == len(trl_rewards.make_rewards(stage="grid")) == 5
+    assert len(trl_rewards.reward_weights("grid")) == len(trl_rewards.make_rewards(stage="grid")) == 7
+    multi = ("points_f1_reward", "boxes_f1_reward")  # no points / boxes rows here: tests/test_task_families.py
     for f in funcs:
         good = f(prompts=prompts, completions=truth, completion_ids=None, **columns)
         bad = f(prompts=prompts, completions=junk, **columns)
         assert len(good) == len(bad) == len(rows) and all(isinstance(v, float) for v in good)
         assert all(g >= b for g, b in zip(good, bad)), f.__name__
-        assert any(g > b for g, b in zip(good, bad)), f.__name__
+        assert any(g > b for g, b in zip(good, bad)) or f.__name__ in multi, f.__name__
     plain = trl_rewards.format_reward(prompts, [r["solution"] for r in rows], **columns)
     assert plain == [1.0] * len(rows)

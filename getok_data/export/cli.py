@@ -25,14 +25,18 @@ def _format_command(name: str, help_text: str, media: bool, suffix: str) -> clic
     @click.option("--out", required=True, type=click.Path(dir_okay=False), help=f"Output {suffix} file.")
     @click.option("--stage", type=click.Choice(["grid", "offset", "all"]), default="grid", show_default=True,
                   help="grid: image + expression -> grid answer; offset: previous answer -> <offset> turn.")
-    @click.option("--task", "tasks", type=click.Choice(["seg", "box", "point", "pl"]), multiple=True,
-                  help="Repeatable; default seg, box, point (offset rows exist for seg and box); "
-                       "pl: lane polylines (lane builds), only when named.")
+    @click.option("--task", "tasks", type=click.Choice(["seg", "box", "point", "pl", "cap", "points", "boxes"]),
+                  multiple=True,
+                  help="Repeatable; default seg, box, point (offset rows exist for seg and box). Only when named: "
+                       "pl (lane polylines), cap (region captioning: region tokens in, text out), points / boxes "
+                       "(one group per instance; <point></point> / <box></box> when nobody matches).")
+    @click.option("--cap-region", type=click.Choice(["box", "seg"]), default="box", show_default=True,
+                  help="cap: the region in the prompt as its <box> or its <seg> tokens (targets with a mask).")
     @click.option("--include-low-quality", is_flag=True, help="Keep targets marked low_quality (skipped by default).")
     @click.option("--images-dir", type=click.Path(file_okay=False), hidden=not media,
                   help="Where images and candidate tables are extracted (default: <out folder>/images).")
     @click.option("--relative", is_flag=True, hidden=True)
-    def command(data: str, out: str, stage: str, tasks: tuple[str, ...], include_low_quality: bool,
+    def command(data: str, out: str, stage: str, tasks: tuple[str, ...], cap_region: str, include_low_quality: bool,
                 images_dir: str | None, relative: bool) -> None:
         from ..dataset import DatasetError
         from .registry import run_export
@@ -46,7 +50,8 @@ def _format_command(name: str, help_text: str, media: bool, suffix: str) -> clic
             click.echo(f"error: --images-dir does not apply to {name}: images are embedded in the rows", err=True)
             sys.exit(2)
         try:
-            stats = run_export(name, data, out, parse_stage(stage), tasks or TASKS, images_dir, include_low_quality)
+            stats = run_export(name, data, out, parse_stage(stage), tasks or TASKS, images_dir, include_low_quality,
+                               cap_region)
         except (FileNotFoundError, ValueError, DatasetError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)  # bad input (docs/FORMAT.md section 4 exit codes); 1: nothing to export

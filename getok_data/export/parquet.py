@@ -25,6 +25,8 @@ from .rows import ExportStats, Row, b64
 
 GT_KEYS = ("id", "solution", "stage", "task", "grid_n", "grid_m", "width", "height", "gt_box", "gt_mask_rle",
            "previous", "regions", "offsets", "token_iou")
+# points / boxes rows also carry their instances (rows of exports that ask for those tasks only)
+GT_OPTIONAL_KEYS = ("gt_instances", "gt_candidates")
 IMAGES_TYPE = pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
 HF_FEATURES = {"info": {"features": {"images": {"feature": {"_type": "Image"}, "_type": "List"}}}}
 BATCH_ROWS = 512
@@ -35,7 +37,9 @@ Layout = Callable[[Row, list[dict], dict], dict]
 
 def ground_truth(row: Row, table: bytes) -> dict:
     """What a GETok reward needs about a row, with the candidate table embedded."""
-    return dict({k: row.fields[k] for k in GT_KEYS}, cand_npz_b64=b64(table))
+    gt = {k: row.fields[k] for k in GT_KEYS}
+    gt.update({k: row.fields[k] for k in GT_OPTIONAL_KEYS if k in row.fields})
+    return dict(gt, cand_npz_b64=b64(table))
 
 
 def _table(rows: list[dict], schema: pa.Schema | None) -> pa.Table:

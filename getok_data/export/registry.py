@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..dataset import Sample
-from .rows import ExportStats, MediaWriter, Row, iter_rows
+from .rows import ExportStats, MediaWriter, Row, check_selection, iter_rows
 
 # writer(out, samples_with_rows, media, stats) -> None; writes ``out`` atomically
 Writer = Callable[[Path, Iterator[tuple[Sample, list[Row]]], "MediaWriter | None", ExportStats], None]
@@ -51,17 +51,18 @@ def get_format(name: str) -> ExportFormat:
 
 def run_export(fmt: str, data: str, out: str | os.PathLike, stages: tuple[str, ...] = ("grid",),
                tasks: tuple[str, ...] = ("seg", "box", "point"), images_dir: str | os.PathLike | None = None,
-               include_low_quality: bool = False) -> ExportStats:
+               include_low_quality: bool = False, cap_region: str = "box") -> ExportStats:
     """Export the build ``data`` as ``fmt`` into the file ``out``; every path in a row is absolute.
 
     Images and candidate tables of media formats go to ``images_dir`` (default ``<out folder>/images``).
     """
     spec = get_format(fmt)
+    check_selection(stages, tasks, cap_region)  # before any file is made
     out_path = Path(out).resolve()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     stats = ExportStats()
     media = None
     if spec.media:
         media = MediaWriter(Path(images_dir) if images_dir else out_path.parent / "images", stats)
-    spec.writer(out_path, iter_rows(data, stages, tasks, stats, include_low_quality), media, stats)
+    spec.writer(out_path, iter_rows(data, stages, tasks, stats, include_low_quality, cap_region), media, stats)
     return stats

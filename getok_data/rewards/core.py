@@ -22,8 +22,11 @@ import numpy as np
 
 from ..decode import TableDecoder
 from ..masks import gt_at, ignore_mask
+from ..metrics.instances import box_recall_precision, point_recall_precision
+from ..metrics.instances import f1 as instance_f1
 from ..tokens import Box, Grid, ParseError, decode_box, parse, positions
 from ..tokens.codec import Grounding
+from ..tokens.answers import MULTI_TASKS, parse_instances
 from ..tokens.rules import box_iou, mask_iou, parse_refinement
 from .table import default_weights, stage_of
 
@@ -212,6 +215,51 @@ def target_iou(pred: np.ndarray, target: dict, shape: tuple[int, int]) -> float:
     return mask_iou(pred, gt, ignore_mask(target, shape), empty=1.0 if target.get("no_target") else 0.0)
 
 
+# ---------------------------------------------------------------- multi-instance answers
+def points_f1_reward(points_xy: Sequence[XY | None], instance_masks: Sequence[np.ndarray]) -> float:
+    """``points``, in [0, 1]: point-in-mask F1 times the count penalty ``min(1, gt / pred)``.
+
+    Matching is HumanRef's (an instance takes the first unused point on its mask, a point's pixel
+    rounded). Nobody to point at (a rejection): 1 for the empty answer, else 0."""
+    pts = [p for p in points_xy if p is not None]
+    if not instance_masks:
+        return 1.0 if not pts else 0.0
+    if not pts:
+        return 0.0
+    recall, precision = point_recall_precision(list(instance_masks), pts)
+    return instance_f1(precision, recall) * min(1.0, len(instance_masks) / len(pts))
+
+
+def boxes_f1_reward(boxes: Sequence[BoxXYXY | None], gt_boxes: Sequence[BoxXYXY]) -> float:
+    """``boxes``, in [0, 1]: F1 of the box set at IoU 0.5 (HumanRef's greedy matching), so a
+    missed box lowers recall and a stray one precision. A rejection: 1 for the empty answer."""
+    pred = [list(b) for b in boxes if b is not None]
+    if not gt_boxes:
+        return 1.0 if not pred else 0.0
+    recall, precision = box_recall_precision([list(b) for b in gt_boxes], pred, 0.5)
+    return instance_f1(precision, recall)
+
+
+def score_instances(completion: str, target: dict, grid: Grid, kind: str) -> dict[str, float]:
+    """Stage-1 rewards of a ``points`` / ``boxes`` answer: ``format``, ``repetition`` (points
+    only: repeated anchors) and ``points_f1`` / ``boxes_f1``. ``target["instances"]``: the
+    query's ``[{"box", "mask_rle"}]`` (empty: nobody matches)."""
+    scores = {"format": 0.0, "repetition": 0.0, "points_f1": 0.0, "boxes_f1": 0.0}
+    try:
+        items = parse_instances(completion, grid.n, kind)
+    except (ParseError, ValueError):
+        return scores
+    scores["format"] = 1.0
+    scores["repetition"] = repetition_reward(completion, grid.n) if items else 1.0
+    inst = target.get("instances") or []
+    if kind == "points":
+        pts = [positions(p, grid)[0] for p in items]
+        scores["points_f1"] = points_f1_reward(pts, [gt_at(i["mask_rle"]) for i in inst])
+    else:
+        scores["boxes_f1"] = boxes_f1_reward([decode_box(b, grid) for b in items], [i["box"] for i in inst])
+    return scores
+
+
 def score_grid_answer(completion: str, target: dict, decoder: TableDecoder | None, grid: Grid,
                       kind: str) -> dict[str, float]:
     """Stage-1 rewards of a grid answer for one sample target (``mask_rle``, ``box``).
@@ -220,6 +268,8 @@ def score_grid_answer(completion: str, target: dict, decoder: TableDecoder | Non
     ``token_iou``), ``box`` (box), ``point`` (point: hit; seg: anchors as points with the
     sparsity terms). Inapplicable rewards are 0; an unparseable answer scores 0 everywhere.
     """
+    if kind in MULTI_TASKS:
+        return score_instances(completion, target, grid, kind)
     scores = {"format": 0.0, "repetition": 0.0, "mask_iou": 0.0, "box": 0.0, "point": 0.0}
     g = parse_grounding(completion, grid.n, kind)
     if g is None:

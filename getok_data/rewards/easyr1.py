@@ -15,7 +15,7 @@ from typing import Any
 
 from getok_data.rewards.embedded import parse_ground_truth, score  # absolute: EasyR1 / verl load this file by path
 
-ACCURACY = {"seg": "mask_iou", "box": "box", "point": "point"}
+ACCURACY = {"seg": "mask_iou", "box": "box", "point": "point", "points": "points_f1", "boxes": "boxes_f1"}
 
 
 def _one(reward_input: dict[str, Any]) -> dict[str, float]:

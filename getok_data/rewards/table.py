@@ -19,6 +19,8 @@ REWARDS: tuple[RewardSpec, ...] = (
     RewardSpec("mask_iou", "grid", 1.0, "<seg>: iou + 0.5*[iou>=0.5] + 0.5*[iou>=0.75], decoded from the table"),
     RewardSpec("box", "grid", 1.0, "<box>: box IoU and corner error"),
     RewardSpec("point", "grid", 1.0, "<point>: the point lies on the GT mask"),
+    RewardSpec("points_f1", "grid", 1.0, "points: point-in-mask F1 over the instances x min(1, gt/pred)"),
+    RewardSpec("boxes_f1", "grid", 1.0, "boxes: F1 of the box set at IoU 0.5"),
     RewardSpec("format", "offset", 1.0, "1 iff the <offset> turn matches the previous answer one-to-one"),
     RewardSpec("refine_point", "offset", 0.1, "per anchor: moved onto the GT, or rightly deleted"),
     RewardSpec("box_gain", "offset", 1.0, "box IoU after the refinement minus before"),

@@ -41,7 +41,8 @@ COLUMNS = ("stage", "task", "grid_n", "grid_m", "width", "height", "gt_box", "gt
            "previous", "regions", "offsets")
 TABLE_COLUMNS = ("cand_npz_b64", "cand_npz")  # either one; the embedded bytes win
 # Read when the export has them (docs/FORMAT.md section 8): a no-target query, an ignore region.
-OPTIONAL_COLUMNS = ("no_target", "gt_ignore_rle")
+# points / boxes rows: the query's instances (JSON text) and DensityF1's candidate count.
+OPTIONAL_COLUMNS = ("no_target", "gt_ignore_rle", "gt_instances", "gt_candidates")
 
 
 def completion_text(completion: Any) -> str:
@@ -114,7 +115,8 @@ def _scores_cached(text: str, row_json: str, table: str) -> tuple[tuple[str, flo
     grid = Grid(n, float(row["width"]), float(row["height"]), m)
     target = {"mask_rle": row["gt_mask_rle"], "box": row["gt_box"], "regions": row["regions"],
               "offsets": row["offsets"] or None, "no_target": bool(row.get("no_target")),
-              "ignore_rle": row.get("gt_ignore_rle") or None}
+              "ignore_rle": row.get("gt_ignore_rle") or None,
+              "instances": json.loads(row["gt_instances"]) if row.get("gt_instances") else []}
     decoder = _DECODERS.get(table) if table else None
     if row["stage"] == "offset":
         scores = core.score_refinement(text, row["previous"] or "", target, decoder, grid)
@@ -172,7 +174,8 @@ def vocabulary_tokens(vocab: dict[str, int]) -> list[str]:
 # TRL logs rewards by function name. The components, their stages and default weights are the
 # one table in rewards/table.py; a component of both stages (format) is one function here.
 TRL_NAMES = {"format": "format_reward", "repetition": "repetition_reward", "mask_iou": "mask_iou_reward",
-             "box": "box_reward", "point": "point_reward", "refine_point": "refine_point_reward",
+             "box": "box_reward", "point": "point_reward", "points_f1": "points_f1_reward",
+             "boxes_f1": "boxes_f1_reward", "refine_point": "refine_point_reward",
              "box_gain": "box_refine_reward", "mask_gain": "mask_iou_gain_reward", "noop": "noop_reward"}
 
 
@@ -249,6 +252,8 @@ repetition_reward = _PLAIN["repetition_reward"]
 mask_iou_reward = _PLAIN["mask_iou_reward"]
 box_reward = _PLAIN["box_reward"]
 point_reward = _PLAIN["point_reward"]
+points_f1_reward = _PLAIN["points_f1_reward"]
+boxes_f1_reward = _PLAIN["boxes_f1_reward"]
 refine_point_reward = _PLAIN["refine_point_reward"]
 box_refine_reward = _PLAIN["box_refine_reward"]
 mask_iou_gain_reward = _PLAIN["mask_iou_gain_reward"]
@@ -266,5 +271,5 @@ ALL_REWARDS: list[Callable[..., list[float]]] = GRID_REWARDS + OFFSET_REWARDS[1:
 
 __all__ = ["COLUMNS", "REWARDS", "RewardSpec", "completion_text", "row_scores", "make_rewards", "reward_weights",
            "spatial_text_decoder", "format_reward", "repetition_reward", "mask_iou_reward", "box_reward",
-           "point_reward", "refine_point_reward", "box_refine_reward", "mask_iou_gain_reward", "noop_reward",
+           "point_reward", "points_f1_reward", "boxes_f1_reward", "refine_point_reward", "box_refine_reward", "mask_iou_gain_reward", "noop_reward",
            "getok_reward", "GRID_REWARDS", "OFFSET_REWARDS", "ALL_REWARDS"]

@@ -9,6 +9,7 @@ from .metrics import COUNTS, EMPTY_UNION, TASK_METRICS, register_metric, summari
 from .run import ScoreError, score_build
 from .scoring import ROW_FIELDS, register_row_fields
 from . import lanes  # noqa: F401,E402  (registers the ``pl`` task: TuSimple lane metric)
+from . import captions, instances  # noqa: F401,E402  (cap: pycocoevalcap; points / boxes: HumanRef arithmetic)
 
 __all__ = ["COUNTS", "EMPTY_UNION", "TASK_METRICS", "ROW_FIELDS", "register_metric", "register_row_fields",
            "summarize", "ScoreError", "score_build"]

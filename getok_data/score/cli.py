@@ -72,7 +72,8 @@ def score(data, pred, decoder, seg_name, sam_model, sam_checkpoint, points_per_b
 @click.option("--ckpt", type=click.Path(exists=True, dir_okay=False),
               help="Or a bundled-trainer checkpoint (eval's decoding; --stage offset refines every task).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Prediction JSONL to write.")
-@click.option("--task", "tasks", default="seg,box,point", show_default=True, help="Comma-separated tasks.")
+@click.option("--task", "tasks", default="seg,box,point", show_default=True,
+              help="Comma-separated tasks: seg, box, point, pl, cap, points, boxes (the export's prompts).")
 @click.option("--stage", type=click.Choice(["grid", "offset"]), default="grid", show_default=True,
               help="offset: after the grid answer, --rounds refinement turns on the model's own answers.")
 @click.option("--rounds", type=int, default=1, show_default=True, help="Refinement turns for --stage offset.")

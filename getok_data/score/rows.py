@@ -13,7 +13,7 @@ class ExpectedRow:
 
     id: str
     stage: str  # grid | offset (the export's refine{k} rows)
-    task: str  # seg | box | point (offset rows: the refined grounding's kind)
+    task: str  # seg | box | point | pl | cap | points | boxes (offset rows: the refined grounding's kind)
     previous: str  # offset rows: the answer being refined
     solution: str  # the reference answer
     target: dict  # the sample JSON's target
@@ -42,7 +42,9 @@ def expected_rows(meta: dict, stages: tuple[str, ...] = STAGES, tasks: tuple[str
     targets = {str(t["target_id"]): t for t in meta["targets"]}
     for row in rows_of_meta(meta, stages, tasks, ExportStats(), include_low_quality):
         r = row.fields
-        t = targets[r["target_id"]]
+        t = targets.get(r["target_id"]) if row.target is None else row.target
+        if row.query is not None:  # points / boxes: the instances asked for, and DensityF1's candidates
+            t = dict(t, gt_instances=row.query.instances, gt_candidates=row.query.candidates)
         key, tid, si, last = r["id"].rsplit("/", 3)
         sids = _sent_ids(t)
         sid = sids[int(si)] if int(si) < len(sids) else si

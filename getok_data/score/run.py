@@ -16,10 +16,13 @@ from .decoders import MaskDecoder, segmenter_config
 from .gallery import Gallery
 from .metrics import COUNTS, DEFAULT_COUNT, DEFAULT_EMPTY_UNION, EMPTY_UNION, breakdown
 from .predictions import read_predictions
+from ..export.rows import TASKS
 from .rows import expected_rows
 from .scoring import RowScorer
 
 MISSING = ("fail", "skip")
+#: What an empty prediction file is scored on under ``--missing fail``: the default export's grid rows.
+DEFAULT_GROUPS = tuple(f"grid/{t}" for t in TASKS)
 
 
 class ScoreError(ValueError):
@@ -39,7 +42,8 @@ def score_build(data: str, pred_path: str | os.PathLike, decoder: str = "table",
 
     ``missing``: ``fail`` scores an export row without a prediction as a format failure when its
     metrics group (``grid/seg`` ...) has at least one prediction, and every grid row when no
-    prediction joined at all (an empty file scores 0, it does not vanish); ``skip`` leaves it
+    prediction joined at all, every row of the default tasks' grid groups (an empty file scores 0,
+    it does not vanish); ``skip`` leaves it
     out. Otherwise groups without any prediction are not scored (their row counts are reported).
     """
     _check("decoder", decoder, ("table", "segmenter"))
@@ -72,7 +76,7 @@ def score_build(data: str, pred_path: str | os.PathLike, decoder: str = "table",
     if not predicted and missing == "fail":
         # Nothing joined at all (an empty or wholly unusable file): every grid row is a failure,
         # so the figures say 0, not "no data".
-        predicted = {r["group"] for r in every if r["group"].startswith("grid/")}
+        predicted = {r["group"] for r in every if r["group"] in DEFAULT_GROUPS}
     absent = [r for r in every if r["missing"]]
     rows_out = [r for r in every if not r["missing"] or (missing == "fail" and r["group"] in predicted)]
     unknown = preds.unknown()

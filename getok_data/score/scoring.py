@@ -15,7 +15,7 @@ import numpy as np
 from ..masks import ignore_mask
 from ..rewards.core import box_iou, gt_mask, inside, parse_refinement
 from ..tokens import Grid, decode_box, decode_point, encode, positions, tokenize
-from ..tokens.answers import parse_answer
+from ..tokens.answers import MULTI_TASKS, parse_answer
 from ..tokens.rules import intersection_union
 from .decoders import SampleMasks
 from .predictions import Prediction
@@ -56,6 +56,10 @@ class RowScorer:
         """Decoded answer: mask (table res) | pixel box | pixel point; None for nothing."""
         if item is None:
             return None
+        if isinstance(item, list):  # points / boxes: one decoded grounding per group
+            return [self._result(MULTI_TASKS[task], it) for it in item]
+        if isinstance(item, str):  # cap: the text itself
+            return item
         if task == "seg":
             return self.masks.mask(item.anchors, steps) if item.anchors else np.zeros(self.masks.shape, bool)
         if task == "box":
@@ -149,7 +153,7 @@ class RowScorer:
                 fields = self._fields(row.task, row.target, result, ok)
         out["group"] = f"{out['stage']}/{row.task}"
         out["format_ok"] = ok
-        if ok:
+        if ok and row.task != "cap":
             out["tokens"] = _ntokens(text) + sum(_ntokens(t) for t in turns or [])
         out.update(fields)
         return out, result

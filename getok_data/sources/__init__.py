@@ -21,6 +21,8 @@ SOURCES.declare("reasonseg", "getok_data.sources.reasonseg")  # LISA's ReasonSeg
 SOURCES.declare("hf", "getok_data.sources.hf")  # Hugging Face parquet / arrow sets, images embedded
 SOURCES.declare("tusimple", "getok_data.sources.tusimple")  # lanes as <pl> polylines
 SOURCES.declare("culane", "getok_data.sources.culane")  # lanes as <pl> polylines
+SOURCES.declare("vg", "getok_data.sources.vg")  # Visual Genome 1.2 region descriptions (captioning)
+SOURCES.declare("humanref", "getok_data.sources.humanref")  # HumanRef: multi-instance person referring
 
 __all__ = ["SOURCES", "get_source", "source_names", "Source", "SyntheticSource", "UnsafePickleError",
            "safe_load", "DEFAULT_SIZES"]

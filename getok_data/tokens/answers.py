@@ -4,6 +4,8 @@ thing everywhere.
 
 - ``seg`` / ``box`` / ``point`` / ``pl``: exactly one grounding of that kind; ``<seg></seg>`` is
   the well-formed no-target answer of ``seg`` (gRefCOCO).
+- ``cap`` (region captioning): any non-empty text without spatial tokens (the region is in the
+  prompt; the answer is words).
 - ``points`` / ``boxes`` (multi-instance): one ``<point>`` / ``<box>`` group per instance, at least
   one, nothing else; or the no-match answer ``<point></point>`` / ``<box></box>`` alone. The
   canonical order (what builds and exports write) is the raster order of the anchors: by row, then
@@ -18,6 +20,7 @@ from .codec import Box, Grounding, Mask, ParseError, Point, encode, parse
 from .vocab import WRAPPERS
 
 SINGLE_TASKS = ("seg", "box", "point", "pl")
+_SPATIAL_RE = re.compile(r"<(grid_\d+_\d+|OFF_-?\d_-?\d|DELETE|/?(point|box|seg|pl|offset))>")
 MULTI_TASKS = {"points": "point", "boxes": "box"}  # task -> the kind of its groups
 EMPTY_SEG = "<seg></seg>"
 EMPTY_ANSWER = {task: "".join(WRAPPERS[kind]) for task, kind in MULTI_TASKS.items()}
@@ -56,7 +59,11 @@ def parse_answer(text: str, n: int, task: str) -> Grounding | list[Point | Box] 
     """The answer of ``task`` in ``text``, or None when it is not well formed.
 
     Single tasks: the one grounding (``<seg></seg>``: an empty Mask); multi-instance tasks: the
-    list of groups ([] for the no-match answer)."""
+    list of groups ([] for the no-match answer); ``cap``: the text, stripped (an empty caption, or
+    one holding spatial tokens, is not an answer)."""
+    if task == "cap":
+        text = " ".join(text.split())
+        return text if text and not _SPATIAL_RE.search(text) else None
     try:
         if task in MULTI_TASKS:
             return parse_instances(text, n, task)
