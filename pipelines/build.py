@@ -87,3 +87,6 @@ def check_error_rate(summary: dict, max_rate: float) -> None:
 
 
 __all__ = ["run_build", "check_error_rate", "BuildError", "RUNNERS"]
+
+if __name__ == "__main__":  # the old entrypoint: say where it went rather than exit 0 having built nothing
+    raise SystemExit("python -m pipelines.build is gone: run `python -m getok_data build ...` (the same options)")

@@ -156,7 +156,7 @@ def test_resume_repairs_missing_corrupt_and_temporary_shards(reference, tmp_path
 def test_kill_9_mid_build_then_resume_is_byte_identical(reference, tmp_path):
     ref, _ = reference
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "pipelines.build", "--src", "synthetic", "--split", "train", "--size", "10",
+    args = [sys.executable, "-m", "getok_data", "build", "--src", "synthetic", "--split", "train", "--size", "10",
             "--grid", "8", "--images-per-shard", "4", "--out", str(out), "--no-progress"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

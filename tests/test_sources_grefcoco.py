@@ -128,3 +128,36 @@ def test_trl_rewards_read_the_optional_no_target_column(groot, tmp_path):
     answers = ["<seg></seg>", "<seg><grid_2_2></seg>"]
     assert mask_iou_reward(completions=answers, **cols, no_target=[True, True]) == [2.0, 0.0]
     assert mask_iou_reward(completions=answers, **cols) == [0.0, 0.0]  # without the column: no credit
+
+
+def test_multi_target_refs_gain_points_and_boxes(groot, tmp_path):
+    """A multi-target ref names each instance (one group per instance, on its own mask); a no-target
+    ref's answer is the empty <point></point> / <box></box>; a single-target ref names itself."""
+    from getok_data.export.registry import run_export
+    from getok_data.tokens import Grid
+    from getok_data.tokens.answers import parse_instances
+
+    cfg = load_config(overrides={"source": {"name": "grefcoco", "data_root": str(groot)}, "grid": {"n": 16},
+                                 "build": {"out": str(tmp_path / "out")}})
+    run_build(cfg, progress=False)
+    run_export("trl", str(tmp_path / "out"), tmp_path / "p.jsonl", tasks=("points", "boxes"))
+    rows = {r["id"].split("/", 1)[1]: r for r in map(json.loads, (tmp_path / "p.jsonl").read_text().splitlines())}
+    assert rows["ref135/0/points"]["solution"] == "<point></point>" and rows["ref135/0/boxes"]["solution"] == "<box></box>"
+    targets = {t["target_id"]: t for s in Dataset(str(tmp_path / "out")).samples() for t in s.meta["targets"]}
+    grid = Grid(16, 640, 424)
+    multi = parse_instances(rows["ref500/0/points"]["solution"], 16, "points")
+    masks = [rle_to_mask(i["mask_rle"]) for i in targets["ref500"]["instances"]]
+    assert len(multi) == 2
+    # the couch holds anchors: its point lies on it; the dog (196 px) holds none at n=16: its point
+    # is the cell of its deepest pixel, the single <point> answer's rule
+    from getok_data.labelling import deepest_anchor
+
+    on = [[bool(m[round(grid.anchor(*p.anchor)[1]), round(grid.anchor(*p.anchor)[0])]) for m in masks] for p in multi]
+    dog, couch = masks
+    assert dog.sum() == 196 and sum(row[1] for row in on) == 1
+    assert deepest_anchor(dog, grid) in [p.anchor for p in multi]
+    assert len(parse_instances(rows["ref500/0/boxes"]["solution"], 16, "boxes")) == 2
+    (single,) = parse_instances(rows["ref501/0/points"]["solution"], 16, "points")
+    x, y = grid.anchor(*single.anchor)
+    assert rle_to_mask(targets["ref501"]["mask_rle"])[round(y), round(x)]
+    assert rows["ref501/0/boxes"]["solution"] == targets["ref501"]["tokens"]["box"]

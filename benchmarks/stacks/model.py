@@ -1,0 +1,40 @@
+"""The model side of every stack check, built in the stack's own venv with its own transformers: a
+tiny random Qwen2-VL (getok_data.tiny_vlm), its tokenizer extended by ``export tokenizer --base``
+and the model by ``getok_data.interop.add_spatial_tokens``, saved as a model folder the stack
+loads like any Hugging Face model. Nothing is downloaded."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def model_folder(folder: Path, n: int) -> Path:
+    from transformers import AutoTokenizer
+
+    from getok_data.export.tokenizer import export_tokenizer
+    from getok_data.interop import add_spatial_tokens
+    from getok_data.tiny_vlm import base_tokenizer_folder, processor_for, tiny_model
+
+    base = base_tokenizer_folder(folder / "base_tok")
+    export_tokenizer(n, folder / "tok", base=base)  # `getok-data export tokenizer --grid n --base ...`
+    tok = AutoTokenizer.from_pretrained(folder / "tok")
+    model = tiny_model(tok)
+    add_spatial_tokens(model, tok, n=n)  # ids already there: rows written, nothing resized
+    out = folder / "model"
+    model.save_pretrained(out)
+    processor_for(tok).save_pretrained(out)
+    return out
+
+
+def spatial_ids_are_single(tokenizer, n: int) -> bool:
+    """Every spatial token of the n-grid encodes to exactly one id, inside a sentence too."""
+    from getok_data.tokens import vocabulary
+
+    for t in vocabulary(n):
+        ids = tokenizer.encode("x" + t + "y", add_special_tokens=False)
+        if tokenizer.convert_tokens_to_ids(t) not in ids or len(tokenizer.encode(t, add_special_tokens=False)) != 1:
+            return False
+    return True
