@@ -12,6 +12,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def model_folder(folder: Path, n: int) -> Path:
+    import transformers
     from transformers import AutoTokenizer
 
     from getok_data.export.tokenizer import export_tokenizer
@@ -21,6 +22,10 @@ def model_folder(folder: Path, n: int) -> Path:
     base = base_tokenizer_folder(folder / "base_tok")
     export_tokenizer(n, folder / "tok", base=base)  # `getok-data export tokenizer --grid n --base ...`
     tok = AutoTokenizer.from_pretrained(folder / "tok")
+    if int(transformers.__version__.split(".")[0]) < 5:  # 4.x's Qwen2VLProcessor insists on a Qwen2 tokenizer class
+        from transformers import Qwen2TokenizerFast
+
+        tok = Qwen2TokenizerFast.from_pretrained(folder / "tok")
     model = tiny_model(tok)
     add_spatial_tokens(model, tok, n=n)  # ids already there: rows written, nothing resized
     out = folder / "model"

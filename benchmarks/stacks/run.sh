@@ -17,8 +17,8 @@ STACKS_DIR="${STACKS_DIR:-out/stacks}"
 declare -A PIN=(
   [llamafactory]="llamafactory==0.9.5"
   [swift]="ms-swift==4.6.0 modelscope==1.40.2 qwen_vl_utils==0.0.14"
-  [verl]="verl==0.9.1"
-  [easyr1]="transformers==4.57.3 datasets pillow jinja2 omegaconf tensordict"
+  [verl]="verl==0.9.1 qwen-vl-utils==0.0.14"
+  [easyr1]="transformers==4.57.6 datasets==5.0.1 ray==2.60.0 tensordict==0.15.3 qwen-vl-utils==0.0.14 codetiming mathruler pandas torchdata jinja2 omegaconf"
 )
 [[ -n "${PIN[$STACK]+x}" ]] || { echo "unknown stack $STACK" >&2; exit 2; }
 TORCH="torch==2.14.1 torchvision==0.29.1"

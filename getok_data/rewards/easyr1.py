@@ -15,6 +15,10 @@ from typing import Any
 
 from getok_data.rewards.embedded import parse_ground_truth, score  # absolute: EasyR1 / verl load this file by path
 
+# Read by EasyR1's AutoRewardManager from the loaded file: its log name and how it calls us
+# (batch: one list of inputs per call; sequential works too, compute_score takes either).
+REWARD_NAME = "getok"
+REWARD_TYPE = "batch"
 ACCURACY = {"seg": "mask_iou", "box": "box", "point": "point", "points": "points_f1", "boxes": "boxes_f1"}
 
 
