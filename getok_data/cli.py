@@ -248,6 +248,29 @@ def inspect(data: str, key: str | None, target_index: int, png: str | None, gall
         _fail(str(e).strip("'\""), EXIT_USAGE)
 
 
+@main.command()
+@click.argument("data")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the site into.")
+@click.option("--pred", type=click.Path(exists=True, dir_okay=False),
+              help="Prediction JSONL (as for score): metrics, every prediction decoded beside the GT.")
+@click.option("--limit", type=int, help="Only the first N images (sorted), for a quick look at a big build.")
+@click.option("--no-progress", is_flag=True)
+def report(data: str, out: str, pred: str | None, limit: int | None, no_progress: bool) -> None:
+    """Write a static HTML report of a build (and of a score run): open OUT/index.html anywhere."""
+    from .dataset import DatasetError, ManifestError
+    from .report import ReportError, build_report
+
+    if limit is not None and limit < 1:
+        _fail("--limit must be >= 1", EXIT_USAGE)
+    try:
+        summary = build_report(data, out, pred, limit, progress=not no_progress)
+    except (ReportError, DatasetError, ManifestError, ValueError) as e:
+        _fail(str(e), EXIT_USAGE)
+    click.echo(f"report: {summary['index']}  ({summary['images']} images, {summary['targets']} targets, "
+               f"{summary['predictions']} scored rows, {summary['bytes'] / 1e6:.2f} MB)")
+    click.echo(json.dumps(summary, sort_keys=True))
+
+
 def _register_optional() -> None:
     """Commands from later modules (train, eval, export) register themselves when present."""
     import importlib

@@ -23,20 +23,34 @@ def find_sample(url: str, key: str | None = None) -> Sample:
     raise KeyError(f"no sample with key {key!r} in {url}")
 
 
-def draw_target(sample: Sample, target_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Grid]:
-    """The image (BGR), the same with GT green, decoded union magenta and anchors yellow, the GT,
-    and the grid: the left panel of :func:`render` and a gallery tile."""
+def decoded_union(sample: Sample, anchors, size: tuple[int, int], decoder: TableDecoder | None = None) -> np.ndarray:
+    """The union of the table masks of ``anchors`` at the image's ``(w, h)``: what an answer decodes to."""
+    union = (decoder or TableDecoder(sample.table, *sample.grid)).decode([tuple(a) for a in anchors])
+    return cv2.resize(union.view(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def target_layers(sample: Sample, target_index: int,
+                  decoder: TableDecoder | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, Grid]:
+    """The image (RGB), the target's GT mask, the decoded union of its anchors (both at the image's
+    size) and the grid: what ``inspect``, ``gallery`` and ``report`` draw."""
     meta = sample.meta
     if not 0 <= target_index < len(meta["targets"]):
         raise IndexError(f"{sample.key} has {len(meta['targets'])} target(s); --target {target_index} is out of range")
     t = meta["targets"][target_index]
     rgb = np.asarray(Image.open(io.BytesIO(sample.image)).convert("RGB"))
+    h, w = rgb.shape[:2]
+    gt = rle_to_mask(t["mask_rle"])
+    union = decoded_union(sample, t["anchors"], (w, h), decoder)
+    return rgb, gt, union, Grid(meta["grid"]["n"], w, h, meta["grid"]["m"])
+
+
+def draw_target(sample: Sample, target_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Grid]:
+    """The image (BGR), the same with GT green, decoded union magenta and anchors yellow, the GT,
+    and the grid: the left panel of :func:`render` and a gallery tile."""
+    rgb, gt, union, grid = target_layers(sample, target_index)  # raises IndexError for a bad index
+    t = sample.meta["targets"][target_index]
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     h, w = bgr.shape[:2]
-    gt = rle_to_mask(t["mask_rle"])
-    union = TableDecoder(sample.table, *sample.grid).decode([tuple(a) for a in t["anchors"]])
-    union = cv2.resize(union.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-    grid = Grid(meta["grid"]["n"], w, h, meta["grid"]["m"])
     r = max(2, round(min(w, h) / grid.n / 5))
 
     left = bgr.copy()
