@@ -87,6 +87,8 @@ def main() -> None:
 @click.option("--limit", type=int, help="Build only the first N images (sorted).")
 @click.option("--max-error-rate", type=float, help="Exit non-zero above this quarantine rate (default 0.05).")
 @click.option("--force", is_flag=True, help="Rebuild an output folder made with another config.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (images, shards, images per split, annotation problems) "
+              "as a last JSON line; build and write nothing.")
 @click.option("--runner", type=click.Choice(["local", "ray"]))
 @click.option("--address", help="Ray address (auto, ray://host:10001); default starts a local Ray.")
 @click.option("--num-actors", type=int)
@@ -100,10 +102,10 @@ def main() -> None:
 def build(config_path, src, split, size, seed, data_root, image_root, annotations, split_by, dataset_dir, lane_list,
           include_crowd, data_files, columns, preset, min_token_iou, n, m, offset_masks, segmenter, sam_model,
           sam_checkpoint, points_per_batch, fast_decoder, multimask, dtype, device, table_max_side, method, tau, out,
-          images_per_shard, limit, max_error_rate, force, runner, address, num_actors, gpus_per_actor, cpus_per_actor,
-          cpu_workers, settings, no_progress, as_json) -> None:
+          images_per_shard, limit, max_error_rate, force, dry_run, runner, address, num_actors, gpus_per_actor,
+          cpus_per_actor, cpu_workers, settings, no_progress, as_json) -> None:
     """Build (or resume) a sharded WebDataset of grounding tokens."""
-    from pipelines.build import BuildError, check_error_rate, run_build
+    from pipelines.build import BuildError, check_error_rate, dry_run as plan_only, run_build
 
     from .stats import format_table
 
@@ -132,6 +134,13 @@ def build(config_path, src, split, size, seed, data_root, image_root, annotation
         for section, values in flags.items():
             overrides.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
         cfg = load_config(config_path, overrides)
+        if dry_run:  # the plan only: nothing is built, --out is not touched
+            planned = plan_only(cfg)
+            if not as_json:
+                for k in ("source", "images", "planned_shards", "images_per_split", "annotation_problems", "deferred"):
+                    click.echo(f"{k:<22} {planned[k]}")
+            click.echo(json.dumps(planned, sort_keys=True))
+            return
         summary = run_build(cfg, force=force, progress=not no_progress)
     except (ConfigError, ValueError, TypeError) as e:
         _fail(str(e), EXIT_USAGE)

@@ -96,6 +96,28 @@ class ImageRecord:
         return sample_key(self.source, self.split, self.image_id)
 
 
+@dataclass
+class PlannedImage:
+    """One image as planning knows it: its identity and the annotations its record is made from.
+
+    Planning (the driver) reads annotation files only; the source's ``resolve`` turns a planned
+    image into its ``ImageRecord`` (path checks, existence, header size, mask decoding,
+    quarantine) in the shard job, on the worker that builds that shard. ``payload`` is the
+    source's own (picklable, annotations only); ``problems`` counts the annotation problems
+    planning already saw (``build --dry-run`` reports them).
+    """
+
+    source: str
+    split: str
+    image_id: Any
+    payload: Any
+    problems: int = 0
+
+    @property
+    def key(self) -> str:
+        return sample_key(self.source, self.split, self.image_id)
+
+
 _KEEP = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
 

@@ -10,16 +10,58 @@ it is loaded), the source (built here, which checks its paths) and the segmenter
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import os
 import time
+from collections import Counter
 
 from getok_data.config import BuildConfig
 from getok_data.dataset import shard_is_complete
+from getok_data.sources import Source
 from getok_data.storage import Storage
+from getok_data.types import PlannedImage
 
 from .output import BuildError, OutputLock, finalize, prepare, read_manifest
 from .plan import make_source, plan
 
 RUNNERS = ("local", "ray")
+
+
+def plan_fingerprint(source: Source, chash: str) -> str | None:
+    """What a finished build's re-run compares before planning: the config hash and each
+    annotation file's path, size and modification time (stat only). None when the source does
+    not name its inputs or one is missing."""
+    files = source.inputs()
+    if not files:
+        return None
+    try:
+        stats = [[str(f), os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in files]
+    except OSError:
+        return None
+    return hashlib.sha256(json.dumps({"config_hash": chash, "inputs": stats}, sort_keys=True).encode()).hexdigest()
+
+
+def dry_run(cfg: BuildConfig) -> dict:
+    """The plan of ``cfg`` without building or writing anything: images and planned shards,
+    images per split, the annotation problems planning found, and whether planning opened any
+    image (``deferred``: it did not; the source defers its per-image work to the shard job)."""
+    t0 = time.perf_counter()
+    chash = cfg.hash
+    source = make_source(cfg)
+    per_split: Counter = Counter()
+    problems = 0
+    images = 0
+    for item in source.plan():
+        images += 1
+        per_split[str(item.split)] += 1
+        problems += item.problems if isinstance(item, PlannedImage) else len(item.errors)
+    return {"dry_run": True, "source": cfg.source.name, "images": images,
+            "planned_shards": math.ceil(images / cfg.build.images_per_shard), "images_per_shard": cfg.build.images_per_shard,
+            "images_per_split": dict(sorted(per_split.items())), "annotation_problems": problems,
+            "deferred": source.defers, "config_hash": chash, "plan_fingerprint": plan_fingerprint(source, chash),
+            "out": cfg.build.out, "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def _already_complete(storage: Storage, chash: str, num_planned: int) -> dict | None:
@@ -46,9 +88,14 @@ def run_build(cfg: BuildConfig, force: bool = False, progress: bool = True) -> d
     chash = cfg.hash  # hashes the checkpoint too: a missing one fails here, before --out is touched
     source = make_source(cfg)  # checks the source's paths, also before --out is touched
     t0 = time.perf_counter()
+    fingerprint = plan_fingerprint(source, chash)
     storage = _existing(cfg.build.out)
-    if storage is not None and read_manifest(storage) is not None and not force:
-        num_planned = sum(1 for _ in plan(source, cfg.build.images_per_shard))
+    manifest = read_manifest(storage) if storage is not None else None
+    if manifest is not None and not force:
+        if fingerprint is not None and manifest.plan_fingerprint == fingerprint and manifest.planned_shards:
+            num_planned = manifest.planned_shards  # same config, same annotation files: no planning
+        else:
+            num_planned = sum(1 for _ in plan(source, cfg.build.images_per_shard))
         done = _already_complete(storage, chash, num_planned)
         if done is not None:
             return _timed(done, t0, storage, resumed=True)
@@ -56,7 +103,7 @@ def run_build(cfg: BuildConfig, force: bool = False, progress: bool = True) -> d
     with OutputLock(storage):
         prepare(storage, cfg, chash, force)
         sidecars, num_shards = run(cfg, chash, storage, progress)
-        summary = finalize(storage, cfg, chash, sidecars, num_shards)
+        summary = finalize(storage, cfg, chash, sidecars, num_shards, fingerprint)
     return _timed(summary, t0, storage)
 
 
@@ -86,7 +133,7 @@ def check_error_rate(summary: dict, max_rate: float) -> None:
             f"--max-error-rate {max_rate}; see errors.jsonl")
 
 
-__all__ = ["run_build", "check_error_rate", "BuildError", "RUNNERS"]
+__all__ = ["run_build", "dry_run", "plan_fingerprint", "check_error_rate", "BuildError", "RUNNERS"]
 
 if __name__ == "__main__":  # the old entrypoint: say where it went rather than exit 0 having built nothing
     raise SystemExit("python -m pipelines.build is gone: run `python -m getok_data build ...` (the same options)")

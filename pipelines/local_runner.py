@@ -16,7 +16,8 @@ def run_local(cfg: BuildConfig, chash: str, storage: Storage, progress: bool = T
     sidecars: list[dict] = []
     num_shards = 0
     with Progress(enabled=progress) as bar, CpuPool(cfg.build.cpu_workers) as pool:
-        for index, records in plan(make_source(cfg), cfg.build.images_per_shard):
+        source = make_source(cfg)
+        for index, records in plan(source, cfg.build.images_per_shard):
             num_shards = index + 1
             done = shard_is_complete(storage, index, chash)
             if done is not None:
@@ -24,7 +25,8 @@ def run_local(cfg: BuildConfig, chash: str, storage: Storage, progress: bool = T
             else:
                 if segmenter is None:
                     segmenter = build_segmenter(cfg.segmenter)
-                done = build_shard(index, records, segmenter, cfg, chash, storage.url, on_image=bar.image, pool=pool)
+                done = build_shard(index, records, segmenter, cfg, chash, storage.url, on_image=bar.image, pool=pool,
+                                   resolve=source.resolve)
                 bar.shard(done)
             sidecars.append(done)
     return sidecars, num_shards

@@ -144,16 +144,17 @@ def prepare(storage: Storage, cfg: BuildConfig, chash: str, force: bool) -> None
 
 
 def write_manifest(storage: Storage, cfg: BuildConfig, chash: str, status: str, sidecars: list[dict],
-                   summary: dict | None = None, planned: int | None = None) -> None:
+                   summary: dict | None = None, planned: int | None = None, fingerprint: str | None = None) -> None:
     manifest = Manifest(
         status=status, config=cfg.to_dict(), output_config=cfg.output_dict(), config_hash=chash,
         shards=[{k: s[k] for k in ("shard", "sha256", "bytes", "images", "images_written", "targets")}
                 | {"sidecar": sidecar_name(s["index"])} for s in sidecars],
-        summary=summary, planned_shards=planned)
+        summary=summary, planned_shards=planned, plan_fingerprint=fingerprint)
     storage.write_bytes(MANIFEST, manifest.to_bytes())
 
 
-def finalize(storage: Storage, cfg: BuildConfig, chash: str, sidecars: list[dict], num_shards: int) -> dict:
+def finalize(storage: Storage, cfg: BuildConfig, chash: str, sidecars: list[dict], num_shards: int,
+             fingerprint: str | None = None) -> dict:
     """errors.jsonl, the manifest and the summary, all from the sidecars on disk."""
     for name in storage.list("shard-*"):
         index = shard_index(name)
@@ -162,5 +163,5 @@ def finalize(storage: Storage, cfg: BuildConfig, chash: str, sidecars: list[dict
     sidecars = sorted(sidecars, key=lambda s: s["index"])
     storage.write_bytes(ERRORS, b"".join(json_bytes(e) + b"\n" for s in sidecars for e in s["errors"]))
     summary = summarize(sidecars)
-    write_manifest(storage, cfg, chash, "complete", sidecars, summary, planned=num_shards)
+    write_manifest(storage, cfg, chash, "complete", sidecars, summary, planned=num_shards, fingerprint=fingerprint)
     return summary

@@ -39,12 +39,15 @@ class ShardWorker:
     def __init__(self, segmenter_cfg: PluginConfig, cpu_workers: int = 1):
         self.segmenter = build_segmenter(segmenter_cfg)
         self.pool = CpuPool(cpu_workers)  # kept for the actor's life: worker processes start once
+        self.source = None  # made on the first shard: it resolves planned images here, on this node
 
     def pid(self) -> int:
         return os.getpid()
 
     def build(self, index: int, records: list, cfg: BuildConfig, chash: str, out: str) -> dict:
-        return build_shard(index, records, self.segmenter, cfg, chash, out, pool=self.pool)
+        if self.source is None:
+            self.source = make_source(cfg)
+        return build_shard(index, records, self.segmenter, cfg, chash, out, pool=self.pool, resolve=self.source.resolve)
 
 
 def _connect(address: str | None) -> None:

@@ -19,19 +19,36 @@ import time
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Callable
 
 from getok_data.sample import Prepared, SampleResult, finish, prepare, segment_prepared
 from getok_data.config import BuildConfig
 from getok_data.dataset import tar_bytes, write_shard
 from getok_data.storage import Storage
-from getok_data.types import ImageRecord
+from getok_data.types import ErrorRecord, ImageRecord, PlannedImage
 
 SEGMENT_BATCH = 4  # images per segmenter call: the SAM encoder batch (encoder_batch_size), and the
 # most CPU work left to drain after a shard's last segmenter call
 
 
-def _prepare_all(records: list[ImageRecord]) -> list[Prepared]:
-    return [prepare(r) for r in records]
+Resolve = Callable[[PlannedImage], ImageRecord]
+
+
+def resolved(item: ImageRecord | PlannedImage, resolve: Resolve | None) -> ImageRecord:
+    """The record of a planned image; a resolve that raises (a bug, a broken file system) costs
+    that image only: it is quarantined with the reason, like any bad input."""
+    if isinstance(item, ImageRecord):
+        return item
+    try:
+        return resolve(item)
+    except Exception as e:  # noqa: BLE001 - one image, never the shard
+        reason = f"resolve failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+        return ImageRecord(source=item.source, split=item.split, image_id=item.image_id, width=0, height=0,
+                           targets=[], errors=[ErrorRecord(item.source, item.split, item.image_id, reason)])
+
+
+def _prepare_all(records: list, resolve: Resolve | None = None) -> list[Prepared]:
+    return [prepare(resolved(r, resolve)) for r in records]
 
 
 def _finish_all(jobs: list[tuple[Prepared, object]], cfg: BuildConfig, identity: dict) -> list[SampleResult]:
@@ -91,17 +108,24 @@ class CpuPool:
         self.close()
 
 
-def build_shard(index: int, records: list[ImageRecord], segmenter, cfg: BuildConfig, config_hash: str,
-                out: str, on_image=None, pool: CpuPool | None = None) -> dict:
-    """Process ``records`` (one fixed block of the sorted image ids) and write shard ``index``.
+def build_shard(index: int, records: list[ImageRecord | PlannedImage], segmenter, cfg: BuildConfig,
+                config_hash: str, out: str, on_image=None, pool: CpuPool | None = None,
+                resolve: Resolve | None = None) -> dict:
+    """Process ``records`` (one fixed block of the sorted plan) and write shard ``index``.
 
     Returns the sidecar. ``on_image(result)`` is called after each image (progress bars), in
     record order. ``pool``: the CPU workers to use (default: a pool of ``build.cpu_workers``
-    made for this call; runners pass theirs so worker processes start once).
+    made for this call; runners pass theirs so worker processes start once). ``resolve``: the
+    source's, for planned images (default: the configured source's, made here); the reader
+    thread resolves each image just before reading it.
     """
     if pool is None:
         with CpuPool(cfg.build.cpu_workers) as own:
-            return build_shard(index, records, segmenter, cfg, config_hash, out, on_image, own)
+            return build_shard(index, records, segmenter, cfg, config_hash, out, on_image, own, resolve)
+    if resolve is None and any(isinstance(r, PlannedImage) for r in records):
+        from .plan import make_source
+
+        resolve = make_source(cfg).resolve
     t0 = time.perf_counter()
     n, offset_m = cfg.grid.n, cfg.offset_m
     results: list[SampleResult] = []
@@ -119,12 +143,12 @@ def build_shard(index: int, records: list[ImageRecord], segmenter, cfg: BuildCon
                     on_image(res)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="getok-read") as reader:
-        ahead = reader.submit(_prepare_all, batches[0]) if batches else None
+        ahead = reader.submit(_prepare_all, batches[0], resolve) if batches else None
         try:
             for k in range(len(batches)):
                 prepared = ahead.result()
                 if k + 1 < len(batches):
-                    ahead = reader.submit(_prepare_all, batches[k + 1])
+                    ahead = reader.submit(_prepare_all, batches[k + 1], resolve)
                 tables = segment_prepared(prepared, segmenter, n, offset_m)
                 for job in zip(prepared, tables):
                     in_flight.append(pool.submit([job], cfg, segmenter.identity))

@@ -36,6 +36,9 @@ class Manifest:
     summary: dict | None = None
     format_version: int = MANIFEST_FORMAT_VERSION
     planned_shards: int | None = None
+    #: sha256 of the config hash and the annotation files' names, sizes and times: a re-run whose
+    #: inputs have the same fingerprint is a no-op without planning again (None: not known)
+    plan_fingerprint: str | None = None
 
     @property
     def complete(self) -> bool:

@@ -14,7 +14,7 @@ from PIL import Image
 from ..images import header_size
 from ..masks import mask_box, mask_to_rle, segmentation_to_mask
 from ..registry import Registry
-from ..types import ErrorRecord, ImageRecord
+from ..types import ErrorRecord, ImageRecord, PlannedImage
 
 __all__ = [
     "SOURCES",
@@ -60,7 +60,7 @@ def _unique_keys(records: Callable[..., Iterator[ImageRecord]]) -> Callable[...,
                 seen.add(key)
                 yield rec
                 continue
-            lost = len(rec.targets)
+            lost = len(getattr(rec, "targets", None) or [])
             yield ImageRecord(
                 source=rec.source, split=rec.split, image_id=rec.image_id, width=0, height=0, targets=[],
                 errors=[source_error(rec.source, rec.split, rec.image_id,
@@ -85,14 +85,39 @@ class Source(abc.ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        own = cls.__dict__.get("records")
-        if own is not None and not getattr(own, "_checks_keys", False) \
-                and not getattr(own, "__isabstractmethod__", False):
-            cls.records = _unique_keys(own)  # type: ignore[method-assign]
+        for method in ("records", "plan"):
+            own = cls.__dict__.get(method)
+            if own is not None and not getattr(own, "_checks_keys", False) \
+                    and not getattr(own, "__isabstractmethod__", False):
+                setattr(cls, method, _unique_keys(own))
 
     @abc.abstractmethod
     def records(self) -> Iterator[ImageRecord]:
         """Yield the image records lazily, in (split, image_id) order."""
+
+    def plan(self) -> Iterator[ImageRecord | PlannedImage]:
+        """What a build plans with, in ``records()``'s order: ``PlannedImage``s made from the
+        annotations alone for a source that defers its per-image work to ``resolve`` (run in
+        the shard job), else the records themselves (this default: the source reads images or
+        masks while it lists them)."""
+        return self.records()
+
+    def resolve(self, item: ImageRecord | PlannedImage) -> ImageRecord:
+        """The record of a planned image (a record is its own)."""
+        return item if isinstance(item, ImageRecord) else self._resolve(item)
+
+    def _resolve(self, planned: PlannedImage) -> ImageRecord:
+        raise NotImplementedError(f"{type(self).__name__} plans no deferred images")
+
+    def inputs(self) -> list[str]:
+        """The annotation files planning reads (their sizes and times fingerprint a plan, so a
+        finished build re-runs as a no-op without planning again); [] when not known."""
+        return []
+
+    @property
+    def defers(self) -> bool:
+        """Whether planning leaves every image unopened (the per-image work runs in ``resolve``)."""
+        return type(self).plan is not Source.plan
 
     @abc.abstractmethod
     def describe(self) -> dict:

@@ -11,7 +11,7 @@ from numbers import Integral
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..types import ErrorRecord, ImageRecord, Target
+from ..types import ErrorRecord, ImageRecord, PlannedImage, Target
 from .base import (
     SOURCES,
     Source,
@@ -71,6 +71,22 @@ class CocoIndex:
     @property
     def name(self) -> str:
         return Path(self.path).name
+
+    def subset(self, image_ids: list, ann_ids: list) -> "CocoIndex":
+        """The part of the index a few images' records read (their entries, the annotations
+        named, every category and the duplicate counts of those ids): a planned image carries
+        it to the worker instead of the whole file."""
+        images = {i: self.images[i] for i in image_ids if i in self.images}
+        anns = {a: self.anns[a] for a in ann_ids if _hashable_id(a) and a in self.anns}
+        sub = CocoIndex(path=self.path, images=images, anns=anns, cats=self.cats, dup_cats=self.dup_cats)
+        sub.dup_images = {i: self.dup_images[i] for i in image_ids if i in self.dup_images}
+        sub.dup_anns = {a: self.dup_anns[a] for a in ann_ids if _hashable_id(a) and a in self.dup_anns}
+        for i in image_ids:
+            if i in self.img_to_anns:
+                sub.img_to_anns[i] = self.img_to_anns[i]
+            if i in self.unattached:
+                sub.unattached[i] = self.unattached[i]
+        return sub
 
 
 def _hashable_id(v: Any) -> bool:
@@ -201,7 +217,14 @@ class CocoSource(Source):
             "include_crowd": self.include_crowd,
         }
 
+    def inputs(self) -> list[str]:
+        return [str(self.annotations)]
+
     def records(self) -> Iterator[ImageRecord]:
+        return (self.resolve(p) for p in self.plan())
+
+    def plan(self) -> Iterator[PlannedImage]:
+        """The annotation file parsed once; each image planned with its index entries."""
         index = load_instances(self.annotations)
         # Every image id that has at least one annotation kept by the crowd policy, including ids
         # missing from images[] (those become image-level errors, never vanish).
@@ -218,11 +241,16 @@ class CocoSource(Source):
         if index.unattached.get(None):  # entries that name no image: one record holds their reasons
             usable.append(None)
         for image_id in usable:
-            rec = self._record(index, image_id) if image_id is not None else ImageRecord(
-                source=self.name, split=self.split, image_id=None, width=0, height=0, targets=[])
-            rec.errors += [source_error(self.name, self.split, image_id, r, detail=f"in {index.name}")
-                           for r in index.unattached.get(image_id, [])]
-            yield rec
+            sub = index.subset([image_id], [a["id"] for a in index.img_to_anns.get(image_id, [])])
+            yield PlannedImage(self.name, self.split, image_id, sub, problems=len(sub.unattached.get(image_id, [])))
+
+    def _resolve(self, planned: PlannedImage) -> ImageRecord:
+        index, image_id = planned.payload, planned.image_id
+        rec = self._record(index, image_id) if image_id is not None else ImageRecord(
+            source=self.name, split=self.split, image_id=None, width=0, height=0, targets=[])
+        rec.errors += [source_error(self.name, self.split, image_id, r, detail=f"in {index.name}")
+                       for r in index.unattached.get(image_id, [])]
+        return rec
 
     def _record(self, index: CocoIndex, image_id: Any) -> ImageRecord:
         err = lambda reason, **kw: source_error(self.name, self.split, image_id, reason, **kw)  # noqa: E731

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..masks import mask_box, mask_to_rle
-from ..types import ImageRecord, Target
+from ..types import ImageRecord, PlannedImage, Target
 from .base import (
     SOURCES,
     Source,
@@ -132,7 +132,19 @@ class GRefCocoSource(Source):
             "instances_file": str(self.instances_file.resolve()), "split": self.split, "limit": self.limit,
         }
 
+    def inputs(self) -> list[str]:
+        return [str(self.refs_file), str(self.instances_file)]
+
     def records(self) -> Iterator[ImageRecord]:
+        return (self.resolve(p) for p in self.plan())
+
+    def _resolve(self, planned: PlannedImage) -> ImageRecord:
+        index, refs = planned.payload
+        return self._record(index, planned.split, planned.image_id, refs)
+
+    def plan(self) -> Iterator[PlannedImage]:
+        """The refs and instances files parsed once; each image planned with its refs and the
+        index entries they name (no image opened, no mask decoded)."""
         refs = load_grefs(self.refs_file)
         index = load_instances(self.instances_file)
         if self.split != "all":
@@ -147,7 +159,9 @@ class GRefCocoSource(Source):
         if self.limit is not None:
             keys = keys[: self.limit]
         for split, image_id in keys:
-            yield self._record(index, split, image_id, groups[(split, image_id)])
+            mine = groups[(split, image_id)]
+            sub = index.subset([image_id], [a for r in mine for a in _as_list(r["ann_id"])])
+            yield PlannedImage(self.name, split, image_id, (sub, mine))
 
     def _record(self, index: CocoIndex, split: str, image_id: Any, refs: list[dict]) -> ImageRecord:
         err = lambda reason, **kw: source_error(self.name, split, image_id, reason, **kw)  # noqa: E731

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..images import header_size
 from ..masks import mask_box, mask_to_rle, segmentation_to_mask
-from ..types import ErrorRecord, ImageRecord, Target, key_part
+from ..types import ErrorRecord, ImageRecord, PlannedImage, Target, key_part
 from .base import SOURCES, Source, attach_image, check_image_size, check_limit, resolve_image_path, source_error, \
     text_problem
 
@@ -88,7 +88,18 @@ class HumanRefSource(Source):
                 "image_root": str(self.image_root.resolve()), "annotations": str(self.annotations.resolve()),
                 "split": self.split, "limit": self.limit}
 
+    def inputs(self) -> list[str]:
+        return [str(self.annotations)]
+
     def records(self) -> Iterator[ImageRecord]:
+        return (self.resolve(p) for p in self.plan())
+
+    def _resolve(self, planned: PlannedImage) -> ImageRecord:
+        return self._record(planned.image_id, planned.payload)
+
+    def plan(self) -> Iterator[PlannedImage | ImageRecord]:
+        """The JSONL parsed once; each image planned with its lines (a rejection-only image's
+        size is read from its header in ``resolve``, on the worker)."""
         by_image: dict[str, list[tuple[int, dict]]] = defaultdict(list)
         bad: list[ErrorRecord] = []
         with open(self.annotations, "rb") as f:
@@ -114,7 +125,7 @@ class HumanRefSource(Source):
             yield ImageRecord(source=self.name, split=self.split, image_id="-unreadable-lines", width=0, height=0,
                               targets=[], errors=bad)
         for name in names:
-            yield self._record(name, by_image[name])
+            yield PlannedImage(self.name, self.split, name, by_image[name])
 
     def _size(self, name: str, lines: list[tuple[int, dict]]) -> tuple[int, int] | str:
         """(width, height): from the masks' sizes, else from the image header; or a reason."""

@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..types import ImageRecord, Target
+from ..types import ImageRecord, PlannedImage, Target
 from .base import (
     SOURCES,
     Source,
@@ -170,7 +170,15 @@ class ReferSource(Source):
             "limit": self.limit,
         }
 
+    def inputs(self) -> list[str]:
+        return [str(self.refs_file), str(self.instances_file)]
+
     def records(self) -> Iterator[ImageRecord]:
+        return (self.resolve(p) for p in self.plan())
+
+    def plan(self) -> Iterator[PlannedImage]:
+        """The refs and instances files parsed once; each image planned with the refs, the
+        index entries and the malformed-ref reasons its record is made from (no image opened)."""
         refs, bad = load_refs(self.refs_file)
         index = load_instances(self.instances_file)
         if self.split != "all":
@@ -192,15 +200,23 @@ class ReferSource(Source):
         if self.limit is not None:
             keys = keys[: self.limit]
         for split, image_id in keys:
-            rec = self._record(index, split, image_id, groups.get((split, image_id), []))
-            for i, ref, reason in broken.get((split, image_id), []):
-                rid = ref.get("ref_id") if isinstance(ref, dict) else None
-                aid = ref.get("ann_id") if isinstance(ref, dict) else None
-                rec.errors.append(source_error(self.name, split, image_id, reason,
-                                               ann_id=aid if _plain(aid) else None,
-                                               ref_id=rid if _plain(rid) else f"#{i}",
-                                               detail=f"ref #{i} of {self.refs_file.name} not built"))
-            yield rec
+            mine = groups.get((split, image_id), [])
+            sub = index.subset([image_id], [r["ann_id"] for r in mine])
+            yield PlannedImage(self.name, split, image_id, (sub, mine, broken.get((split, image_id), [])),
+                               problems=len(broken.get((split, image_id), [])))
+
+    def _resolve(self, planned: PlannedImage) -> ImageRecord:
+        index, refs, broken = planned.payload
+        split, image_id = planned.split, planned.image_id
+        rec = self._record(index, split, image_id, refs)
+        for i, ref, reason in broken:
+            rid = ref.get("ref_id") if isinstance(ref, dict) else None
+            aid = ref.get("ann_id") if isinstance(ref, dict) else None
+            rec.errors.append(source_error(self.name, split, image_id, reason,
+                                           ann_id=aid if _plain(aid) else None,
+                                           ref_id=rid if _plain(rid) else f"#{i}",
+                                           detail=f"ref #{i} of {self.refs_file.name} not built"))
+        return rec
 
     def _record(self, index: CocoIndex, split: str, image_id: Any, refs: list[dict]) -> ImageRecord:
         err = lambda reason, **kw: source_error(self.name, split, image_id, reason, **kw)  # noqa: E731

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..masks import mask_to_rle
-from ..types import ImageRecord, Target, key_part
+from ..types import ImageRecord, PlannedImage, Target, key_part
 from .base import (
     SOURCES, Source, attach_image, check_image_size, check_limit, id_sort_key, resolve_image_path, source_error,
     text_problem,
@@ -83,7 +83,18 @@ class VisualGenomeSource(Source):
         return {"source": self.name, "data_root": str(self.data_root.resolve()),
                 "image_root": str(self.image_root.resolve()), "split": self.split, "limit": self.limit}
 
+    def inputs(self) -> list[str]:
+        return [str(self.data_root / "region_descriptions.json"), str(self.data_root / "image_data.json")]
+
     def records(self) -> Iterator[ImageRecord]:
+        return (self.resolve(p) for p in self.plan())
+
+    def _resolve(self, planned: PlannedImage) -> ImageRecord:
+        info, regs = planned.payload
+        return self._record(planned.image_id, info, regs)
+
+    def plan(self) -> Iterator[PlannedImage | ImageRecord]:
+        """Both JSON files parsed once; each image planned with its entry and regions."""
         images: dict[Any, dict] = {}
         for k, im in enumerate(_load_list(self.data_root / "image_data.json")):
             if isinstance(im, dict):
@@ -110,7 +121,7 @@ class VisualGenomeSource(Source):
                 rec.errors.append(source_error(self.name, self.split, iid, problems[iid]))
                 yield rec
                 continue
-            yield self._record(iid, images.get(iid), regions[iid])
+            yield PlannedImage(self.name, self.split, iid, (images.get(iid), regions[iid]))
 
     def _image_name(self, iid: Any, info: dict) -> str:
         """``VG_100K[_2]/<id>.jpg`` as the url names it, else whichever folder holds the file."""
