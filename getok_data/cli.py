@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -95,6 +96,8 @@ def main() -> None:
 @click.option("--gpus-per-actor", type=float)
 @click.option("--cpus-per-actor", type=float)
 @click.option("--cpu-workers", type=int, help="CPU workers per runner/actor that annotate while the segmenter runs.")
+@click.option("--storage-options", help="JSON of fsspec options for URL inputs and --out (e.g. '{\"s3\": {\"anon\": true}}');"
+              " credentials otherwise come from the filesystem's environment (AWS_*, AWS_ENDPOINT_URL).")
 @click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Set any config key (repeatable), e.g. --set segmenter.scale=200; flags above win.")
 @click.option("--no-progress", is_flag=True)
@@ -103,12 +106,21 @@ def build(config_path, src, split, size, seed, data_root, image_root, annotation
           include_crowd, data_files, columns, preset, min_token_iou, n, m, offset_masks, segmenter, sam_model,
           sam_checkpoint, points_per_batch, fast_decoder, multimask, dtype, device, table_max_side, method, tau, out,
           images_per_shard, limit, max_error_rate, force, dry_run, runner, address, num_actors, gpus_per_actor,
-          cpus_per_actor, cpu_workers, settings, no_progress, as_json) -> None:
+          cpus_per_actor, cpu_workers, storage_options, settings, no_progress, as_json) -> None:
     """Build (or resume) a sharded WebDataset of grounding tokens."""
     from pipelines.build import BuildError, check_error_rate, dry_run as plan_only, run_build
 
     from .stats import format_table
 
+    if storage_options is not None:  # an environment variable: it reaches Ray actors, never the manifest
+        from .location import ENV
+
+        try:
+            if not isinstance(json.loads(storage_options), dict):
+                raise ValueError
+        except ValueError:
+            _fail(f"--storage-options: expected a JSON object, got {storage_options[:80]!r}", EXIT_USAGE)
+        os.environ[ENV] = storage_options
     if points_per_batch is not None and points_per_batch != "auto":
         try:
             points_per_batch = int(points_per_batch)

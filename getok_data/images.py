@@ -16,6 +16,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from .location import open_input
 from .types import ImageRecord
 
 # Member extensions for the formats we pass through unchanged.
@@ -43,7 +44,7 @@ def read_bytes(record: ImageRecord) -> bytes:
     if record.image_path is None:
         raise ImageError("no image for this record")
     try:
-        with open(record.image_path, "rb") as f:
+        with open_input(record.image_path) as f:
             return f.read()
     except OSError as e:
         raise ImageError(f"cannot read image file {image_label(record)}: {e.strerror or type(e).__name__}") from e
@@ -157,7 +158,7 @@ def decode(data: bytes, record: ImageRecord) -> tuple[np.ndarray, str]:
 def header_size(path: str) -> tuple[int, int] | None:
     """``(width, height)`` from the image file's header (nothing decoded), or None if unreadable."""
     try:
-        with Image.open(path) as im:
+        with open_input(path) as f, Image.open(f) as im:
             return int(im.size[0]), int(im.size[1])
     except Exception:  # unreadable here: the read stage reports it with its reason
         return None

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import fsspec
 
+from .location import storage_options
+
 TMP_SUFFIX = ".tmp"  # every write goes to NAME.tmp first; a run removes leftovers (it holds the lock)
 
 
@@ -15,7 +17,8 @@ class Storage:
     def __init__(self, url: str | os.PathLike, create: bool = True):
         """``create=False`` opens an existing folder read-only (``FileNotFoundError`` if absent)."""
         self.url = str(url)
-        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        protocol = self.url.split("://", 1)[0] if "://" in self.url else "file"
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options(protocol))
         self.local = self.fs.protocol in ("file", "local") or "file" in (self.fs.protocol or ())
         if self.local:
             self.root = str(Path(self.root).resolve())

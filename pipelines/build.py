@@ -19,6 +19,7 @@ from collections import Counter
 
 from getok_data.config import BuildConfig
 from getok_data.dataset import shard_is_complete
+from getok_data.location import RemotePath, location
 from getok_data.sources import Source
 from getok_data.storage import Storage
 from getok_data.types import PlannedImage
@@ -31,16 +32,26 @@ RUNNERS = ("local", "ray")
 
 def plan_fingerprint(source: Source, chash: str) -> str | None:
     """What a finished build's re-run compares before planning: the config hash and each
-    annotation file's path, size and modification time (stat only). None when the source does
-    not name its inputs or one is missing."""
+    annotation file's path, size and modification time or ETag (a stat, never a read). None when
+    the source does not name its inputs or one cannot be stat'ed."""
     files = source.inputs()
     if not files:
         return None
+    stats = []
     try:
-        stats = [[str(f), os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in files]
-    except OSError:
+        for f in files:
+            loc = location(f)
+            if isinstance(loc, RemotePath):
+                info = loc.fs.info(loc.key if loc.protocol not in ("http", "https") else loc.url)
+                stats.append([str(f), info.get("size"), str(info.get("ETag") or info.get("LastModified")
+                                                              or info.get("mtime") or "")])
+            else:
+                st = os.stat(loc)
+                stats.append([str(f), st.st_size, st.st_mtime_ns])
+    except (OSError, ValueError):
         return None
-    return hashlib.sha256(json.dumps({"config_hash": chash, "inputs": stats}, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps({"config_hash": chash, "inputs": stats}, sort_keys=True,
+                                     default=str).encode()).hexdigest()
 
 
 def dry_run(cfg: BuildConfig) -> dict:

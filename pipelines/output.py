@@ -38,8 +38,14 @@ class OutputLock:
         body = json.dumps(self._owner()).encode()
         if not self.storage.local:  # object stores: best effort (no exclusive create)
             if self.storage.exists(LOCK):
-                raise BuildError(f"{self.storage.url} is locked by another build ({LOCK}: "
-                                 f"{self.storage.read_bytes(LOCK).decode(errors='replace')}); remove it if stale")
+                text = self.storage.read_bytes(LOCK).decode(errors="replace")
+                try:
+                    owner = json.loads(text)
+                except ValueError:
+                    owner = {}
+                if not (isinstance(owner, dict) and self._gone(owner)):  # a killed build of this host: taken over
+                    raise BuildError(f"{self.storage.url} is locked by another build ({LOCK}: {text}); "
+                                     "remove it if stale")
             self.storage.write_bytes(LOCK, body)
             self.held = True
             return
@@ -76,13 +82,18 @@ class OutputLock:
         o = self._read(path)
         if not o:
             return time.time() - os.path.getmtime(path) > 60
-        if o.get("host") != socket.gethostname():
+        return self._gone(o)
+
+    @staticmethod
+    def _gone(owner: dict) -> bool:
+        """The lock's process ran on this host and no longer exists."""
+        if owner.get("host") != socket.gethostname():
             return False
         try:
-            os.kill(int(o["pid"]), 0)
+            os.kill(int(owner["pid"]), 0)
         except ProcessLookupError:
             return True
-        except (PermissionError, ValueError, KeyError):
+        except (PermissionError, ValueError, KeyError, TypeError):
             return False
         return False
 

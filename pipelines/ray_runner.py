@@ -23,6 +23,8 @@ from getok_data.dataset import shard_is_complete
 from getok_data.segmenters import build_segmenter
 from getok_data.storage import Storage
 
+from getok_data.location import ENV as STORAGE_ENV
+
 from .output import BuildError
 from .plan import make_source, plan
 from .progress import Progress
@@ -53,7 +55,10 @@ class ShardWorker:
 def _connect(address: str | None) -> None:
     if ray.is_initialized():
         return
-    env = {"env_vars": {"PYTHONHASHSEED": "0"}}
+    env_vars = {"PYTHONHASHSEED": "0"}
+    if os.environ.get(STORAGE_ENV):  # --storage-options reach the actors that read the inputs
+        env_vars[STORAGE_ENV] = os.environ[STORAGE_ENV]
+    env = {"env_vars": env_vars}
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=False)
     else:

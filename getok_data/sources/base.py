@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..images import header_size
+from ..location import Location, RemotePath
 from ..masks import mask_box, mask_to_rle, segmentation_to_mask
 from ..registry import Registry
 from ..types import ErrorRecord, ImageRecord, PlannedImage
@@ -169,8 +170,12 @@ def check_header_size(path: str | None, name: str, width: int, height: int) -> s
     return f"image {name} is {real[0]}x{real[1]} but the annotations say {width}x{height}"
 
 
-def check_inside(root: Path, path: Path, what: str) -> None:
+def check_inside(root: Location, path: Location, what: str) -> None:
     """Refuse ``path`` when it (or a symlink on the way) resolves outside ``root``."""
+    if isinstance(root, RemotePath) or isinstance(path, RemotePath):
+        if not (isinstance(path, RemotePath) and path.is_relative_to(root)):
+            raise ValueError(f"{what} {path} is outside {root}; refusing to read it")
+        return
     real, top = Path(path).resolve(), Path(root).resolve()
     if real != top and top not in real.parents:
         raise ValueError(f"{what} {path} resolves to {real}, outside {root}; refusing to read it")
@@ -192,7 +197,7 @@ def text_problem(text: Any, what: str) -> str | None:
     return None
 
 
-def resolve_image_path(image_root: Path, file_name: Any) -> tuple[str | None, str | None]:
+def resolve_image_path(image_root: Location, file_name: Any) -> tuple[str | None, str | None]:
     """Resolve ``image_root / file_name`` safely: ``(path, None)`` or ``(None, reason)``.
 
     Refuses absolute names, ``..`` components and symlinks that resolve outside ``image_root``;
@@ -203,8 +208,18 @@ def resolve_image_path(image_root: Path, file_name: Any) -> tuple[str | None, st
     if not isinstance(file_name, str) or not file_name or "\x00" in file_name:
         return None, f"invalid image file_name: {file_name!r}"
     rel = Path(file_name)
-    if rel.is_absolute() or os.path.isabs(file_name) or ".." in rel.parts or ".." in file_name.split("\\"):
+    if rel.is_absolute() or os.path.isabs(file_name) or ".." in rel.parts or ".." in file_name.split("\\") \
+            or "://" in file_name:
         return None, f"image path escapes --image-root: {file_name}"
+    if isinstance(image_root, RemotePath):  # an object store: no symlinks; the normalised key is what is read
+        candidate = image_root / file_name
+        if not candidate.is_relative_to(image_root):
+            return None, f"image path escapes --image-root: {file_name}"
+        try:
+            exists = candidate.is_file()
+        except (OSError, ValueError):
+            return None, f"image path cannot be resolved: {file_name}"
+        return (str(candidate), None) if exists else (None, f"missing image file: {file_name} (under --image-root)")
     root = Path(image_root).resolve()
     candidate = root / rel
     try:

@@ -11,6 +11,7 @@ from numbers import Integral
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..location import location, open_input
 from ..types import ErrorRecord, ImageRecord, PlannedImage, Target
 from .base import (
     SOURCES,
@@ -102,7 +103,7 @@ def load_instances(path: str | Path) -> CocoIndex:
     sources quarantine exactly the records that carry them.
     """
     p = str(path)
-    with open(p, "rb") as f:
+    with open_input(path) as f:
         try:
             data = json.load(f)
         except json.JSONDecodeError as e:
@@ -193,8 +194,8 @@ class CocoSource(Source):
     ) -> None:
         if annotations is None or image_root is None:
             raise ValueError("coco source needs annotations= and image_root=")
-        self.annotations = Path(annotations)
-        self.image_root = Path(image_root)
+        self.annotations = location(annotations)
+        self.image_root = location(image_root)
         if not self.annotations.is_file():
             raise FileNotFoundError(f"annotations file not found: {self.annotations}")
         if not self.image_root.is_dir():

@@ -17,7 +17,8 @@ import math
 from pathlib import Path
 from typing import Iterator
 
-from ..types import ImageRecord
+from ..location import RemotePath, location
+from ..types import ImageRecord, PlannedImage
 from .base import SOURCES, Source, check_limit, id_sort_key, resolve_image_path, source_error
 from .lane_record import add_lane_targets, image_size, image_unusable, lane_image_id
 
@@ -72,13 +73,14 @@ class CulaneSource(Source):
                  split: str | None = None, limit: int | None = None) -> None:
         if data_root is None:
             raise ValueError("culane source needs --data-root")
-        self.data_root = Path(data_root)
+        self.data_root = location(data_root)
         if not self.data_root.is_dir():
             raise FileNotFoundError(f"culane data root is not a folder: {self.data_root}")
         self.list = None
         if list is not None:
-            lp = Path(list)
-            self.list = lp if lp.is_absolute() or not (self.data_root / lp).is_file() else self.data_root / lp
+            lp = location(list)
+            self.list = lp if isinstance(lp, RemotePath) or lp.is_absolute() or not (self.data_root / lp).is_file() \
+                else self.data_root / lp
             if not self.list.is_file():
                 raise FileNotFoundError(f"culane list file not found: {self.list}")
         self.split = split or (_split_of(self.list) if self.list else "all")
@@ -106,7 +108,16 @@ class CulaneSource(Source):
             rels.append(img.relative_to(self.data_root).as_posix())
         return sorted(rels, key=lambda r: id_sort_key(lane_image_id(r)))
 
+    def inputs(self) -> list[str]:
+        return [str(self.list)] if self.list is not None else []
+
     def records(self) -> Iterator[ImageRecord]:
+        return (self.resolve(p) for p in self.plan())
+
+    def plan(self) -> Iterator[ImageRecord | PlannedImage]:
+        """The frame list and each frame's ``.lines.txt`` (annotations: a frame without a lane
+        plans nothing, as it always did, so blocks keep their images); the image itself is checked
+        and its header read in ``resolve``, on the worker."""
         frames = self._frames()
         if self.limit is not None:
             frames = frames[: self.limit]
@@ -121,23 +132,29 @@ class CulaneSource(Source):
                 yield rec
                 continue
             try:
-                lanes = parse_lines_txt(Path(lines_path).read_text(encoding="utf-8"))
+                lanes = parse_lines_txt(location(lines_path).read_text(encoding="utf-8"))
             except (ValueError, UnicodeDecodeError) as e:
                 rec.errors.append(err(f"{lines_rel}: {e}"))
                 yield rec
                 continue
             if not lanes:
                 continue  # no lane in this frame: nothing to ground
-            path, problem = resolve_image_path(self.data_root, rel)
-            size = image_size(path) if path else problem
-            if isinstance(size, str):
-                image_unusable(rec, [s for s, _ in lanes], size, err)
-                yield rec
-                continue
-            rec.image_path, (rec.width, rec.height) = path, size
-            rec.image_ext = "png" if path.lower().endswith(".png") else "jpg"
-            add_lane_targets(rec, lanes, err)
-            yield rec
+            yield PlannedImage(self.name, self.split, image_id, (rel, lanes))
+
+    def _resolve(self, planned: PlannedImage) -> ImageRecord:
+        rel, lanes = planned.payload
+        image_id = planned.image_id
+        rec = ImageRecord(source=self.name, split=self.split, image_id=image_id, width=0, height=0, targets=[])
+        err = lambda reason, **kw: source_error(self.name, self.split, image_id, reason, **kw)  # noqa: E731
+        path, problem = resolve_image_path(self.data_root, rel)
+        size = image_size(path) if path else problem
+        if isinstance(size, str):
+            image_unusable(rec, [s for s, _ in lanes], size, err)
+            return rec
+        rec.image_path, (rec.width, rec.height) = path, size
+        rec.image_ext = "png" if path.lower().endswith(".png") else "jpg"
+        add_lane_targets(rec, lanes, err)
+        return rec
 
 
 SOURCES.register("culane", CulaneOptions, lambda o: CulaneSource(**asdict(o)))

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..masks import mask_box, mask_to_rle
+from ..location import location
 from ..types import ImageRecord, PlannedImage, Target
 from .base import (
     SOURCES,
@@ -95,8 +96,8 @@ class GRefCocoSource(Source):
                  split: str = "all", limit: int | None = None, dataset_dir: str | None = None) -> None:
         if data_root is None:
             raise ValueError("grefcoco source needs data_root=")
-        self.data_root = Path(data_root)
-        self.image_root = Path(image_root) if image_root is not None else self.data_root / "images" / "train2014"
+        self.data_root = location(data_root)
+        self.image_root = location(image_root) if image_root is not None else self.data_root / "images" / "train2014"
         if not self.image_root.is_dir():
             raise FileNotFoundError(f"image root is not a folder: {self.image_root}")
         self.dataset_dir = "grefcoco" if dataset_dir is None else str(dataset_dir)

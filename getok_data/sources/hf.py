@@ -35,9 +35,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from ..location import Location, RemotePath, location
 from ..masks import mask_box, mask_to_rle, segmentation_to_mask
 from ..types import ImageRecord, Target
-from .base import SOURCES, Source, check_image_size, check_limit, id_sort_key, source_error
+from .base import (
+    SOURCES,
+    Source,
+    check_image_size,
+    check_limit,
+    id_sort_key,
+    source_error,
+)
 
 __all__ = ["HfSource", "PRESETS", "parse_columns"]
 
@@ -89,7 +97,7 @@ def parse_columns(spec: str | dict | None, preset: str | None) -> dict[str, str]
 
 @dataclass
 class _File:
-    path: Path
+    path: Location
     kind: str  # parquet | arrow
     split: str
 
@@ -112,8 +120,8 @@ def _find_files(data_files: Any) -> list[_File]:
         raise ValueError("hf source needs data_files= (parquet files / glob, or a save_to_disk folder)")
     out: list[_File] = []
     for spec in specs:
-        p = Path(spec)
-        if p.is_dir():
+        p = location(spec)
+        if p.is_dir() and not (isinstance(p, RemotePath) and any(c in str(spec) for c in "*?[")):
             if (p / "dataset_dict.json").is_file():
                 splits = json.loads((p / "dataset_dict.json").read_text()).get("splits", [])
                 for s in splits:
@@ -125,9 +133,13 @@ def _find_files(data_files: Any) -> list[_File]:
             else:
                 out += [_File(f, "parquet", _split_of(f)) for f in sorted(p.glob("**/*.parquet"))]
             continue
-        matches = sorted(glob.glob(str(spec), recursive=True)) if any(c in str(spec) for c in "*?[") else [str(spec)]
+        if isinstance(p, RemotePath):
+            matches = [RemotePath(f"{p.protocol}://{k}") for k in sorted(p.fs.glob(p.key))] \
+                if any(c in str(spec) for c in "*?[") else [p]
+        else:
+            matches = sorted(glob.glob(str(spec), recursive=True)) if any(c in str(spec) for c in "*?[") else [str(spec)]
         for m in matches:
-            f = Path(m)
+            f = location(m)
             if not f.is_file():
                 raise FileNotFoundError(f"hf data file not found: {f}")
             out.append(_File(f, "arrow" if f.suffix == ".arrow" else "parquet", _split_of(f)))
@@ -136,12 +148,18 @@ def _find_files(data_files: Any) -> list[_File]:
     return out
 
 
+def _parquet(path: Location) -> pq.ParquetFile:
+    """A parquet file, local or at an fsspec URL (read by ranges through its file object)."""
+    return pq.ParquetFile(path.open("rb") if isinstance(path, RemotePath) else path)
+
+
 def _chunks(f: _File) -> tuple[int, Any]:
     """(number of chunks, reader(k, columns) -> pyarrow Table) of one file."""
     if f.kind == "parquet":
-        pf = pq.ParquetFile(f.path)
+        pf = _parquet(f.path)
         return pf.num_row_groups, lambda k, cols: pf.read_row_group(k, columns=cols)
-    table = pa.ipc.open_stream(pa.memory_map(str(f.path))).read_all()
+    source = pa.BufferReader(f.path.read_bytes()) if isinstance(f.path, RemotePath) else pa.memory_map(str(f.path))
+    table = pa.ipc.open_stream(source).read_all()
     return 1, lambda k, cols: table if cols is None else table.select(cols)
 
 
@@ -264,7 +282,7 @@ class HfSource(Source):
                 cols = [id_col] if id_col else [self.cols["image"]]
                 if k == 0:
                     self._check_schema(read(0, None).schema.names if f.kind == "arrow"
-                                       else pq.ParquetFile(f.path).schema_arrow.names, f)
+                                       else _parquet(f.path).schema_arrow.names, f)
                 values = read(k, cols).column(0).to_pylist()
                 for r, v in enumerate(values):
                     if id_col:

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..images import header_size
 from ..masks import mask_box, mask_to_rle, segmentation_to_mask
+from ..location import location, open_input
 from ..types import ErrorRecord, ImageRecord, PlannedImage, Target, key_part
 from .base import SOURCES, Source, attach_image, check_image_size, check_limit, resolve_image_path, source_error, \
     text_problem
@@ -71,9 +72,9 @@ class HumanRefSource(Source):
 
     def __init__(self, *, data_root: str | Path, image_root: str | Path | None = None,
                  annotations: str | Path | None = None, split: str = "test", limit: int | None = None) -> None:
-        self.data_root = Path(data_root)
-        self.image_root = Path(image_root) if image_root is not None else self.data_root / "images"
-        self.annotations = Path(annotations) if annotations is not None else self.data_root / "annotations.jsonl"
+        self.data_root = location(data_root)
+        self.image_root = location(image_root) if image_root is not None else self.data_root / "images"
+        self.annotations = location(annotations) if annotations is not None else self.data_root / "annotations.jsonl"
         if not self.annotations.is_file():
             raise FileNotFoundError(f"HumanRef annotations not found: {self.annotations}")
         if not self.image_root.is_dir():
@@ -102,7 +103,7 @@ class HumanRefSource(Source):
         size is read from its header in ``resolve``, on the worker)."""
         by_image: dict[str, list[tuple[int, dict]]] = defaultdict(list)
         bad: list[ErrorRecord] = []
-        with open(self.annotations, "rb") as f:
+        with open_input(self.annotations) as f:
             for lineno, raw in enumerate(f, 1):
                 if not raw.strip():
                     continue

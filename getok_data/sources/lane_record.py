@@ -6,6 +6,7 @@ from typing import Any, Callable, Sequence
 from PIL import Image
 
 from ..lanes import clean_lane, lane_mask, lane_rank_sentences
+from ..location import open_input
 from ..masks import mask_box, mask_to_rle
 from ..types import ErrorRecord, ImageRecord, Target
 from .base import check_image_size
@@ -14,7 +15,7 @@ from .base import check_image_size
 def image_size(path: str) -> tuple[int, int] | str:
     """``(width, height)`` from the image header (nothing decoded), or the reason it failed."""
     try:
-        with Image.open(path) as im:
+        with open_input(path) as f, Image.open(f) as im:
             w, h = im.size
     except Exception as e:  # PIL raises many types for a bad header
         return f"cannot read image header {path}: {type(e).__name__}: {e}"

@@ -24,8 +24,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..location import location, open_input
 from ..masks import mask_box, mask_to_rle
-from ..types import ImageRecord, Target
+from ..types import ImageRecord, PlannedImage, Target
 from .base import SOURCES, Source, check_image_size, check_limit, source_error
 
 __all__ = ["ReasonSegSource", "reasonseg_mask", "read_reasonseg_json"]
@@ -121,7 +122,7 @@ class ReasonSegSource(Source):
     def __init__(self, *, data_root: str | Path, split: str = "all", limit: int | None = None) -> None:
         if data_root is None:
             raise ValueError("reasonseg source needs data_root=")
-        self.data_root = Path(data_root)
+        self.data_root = location(data_root)
         if not self.data_root.is_dir():
             raise FileNotFoundError(f"ReasonSeg folder not found: {self.data_root}")
         available = self._splits(self.data_root)
@@ -163,6 +164,11 @@ class ReasonSegSource(Source):
         return {Path(str(it.get("image", ""))).name: it for it in items if isinstance(it, dict)}
 
     def records(self) -> Iterator[ImageRecord]:
+        return (self.resolve(p) for p in self.plan())
+
+    def plan(self) -> Iterator[PlannedImage]:
+        """The split folders listed and the explanatory files read; each image planned with its
+        JSON's path and its explanatory entry (the JSON, the image and its mask in ``resolve``)."""
         count = 0
         for split in sorted(self.splits):
             expl = self._explanatory(split)
@@ -170,7 +176,12 @@ class ReasonSegSource(Source):
                 if self.limit is not None and count >= self.limit:
                     return
                 count += 1
-                yield self._record(split, json_path, expl)
+                mine = {n: expl[n] for n in (json_path.stem + e for e in IMAGE_EXTS) if n in expl}
+                yield PlannedImage(self.name, split, json_path.stem, (str(json_path), mine))
+
+    def _resolve(self, planned: PlannedImage) -> ImageRecord:
+        json_path, expl = planned.payload
+        return self._record(planned.split, location(json_path), expl)
 
     def _record(self, split: str, json_path: Path, expl: dict[str, dict]) -> ImageRecord:
         image_id = json_path.stem
@@ -181,7 +192,7 @@ class ReasonSegSource(Source):
             rec.errors.append(err(f"missing image file: {json_path.with_suffix('.jpg')}"))
             return rec
         try:
-            with Image.open(image) as im:
+            with open_input(image) as f, Image.open(f) as im:
                 width, height = im.size
         except (OSError, ValueError) as e:
             rec.errors.append(err(f"unreadable image {image.name}: {e}"))

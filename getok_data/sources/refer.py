@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..location import location
 from ..types import ImageRecord, PlannedImage, Target
 from .base import (
     SOURCES,
@@ -117,8 +118,8 @@ class ReferSource(Source):
         if data_root is None or image_root is None:
             raise ValueError(f"{dataset} source needs data_root= and image_root=")
         self.name = dataset
-        self.data_root = Path(data_root)
-        self.image_root = Path(image_root)
+        self.data_root = location(data_root)
+        self.image_root = location(image_root)
         if not self.image_root.is_dir():
             raise FileNotFoundError(f"image root is not a folder: {self.image_root}")
         self.dataset_dir = dataset if dataset_dir is None else str(dataset_dir)

@@ -24,6 +24,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from ..location import open_input
+
 __all__ = ["UnsafePickleError", "safe_load", "load_refs", "ref_problem", "REFER_REQUIRED_KEYS"]
 
 #: Keys every ref must have (``file_name``, ``category_id``, ``sent_ids`` are optional here).
@@ -160,8 +162,8 @@ def load_refs(path: str | os.PathLike) -> tuple[list[dict], list[tuple[int, Any,
     source can quarantine it. A file that is not a list, is unsafe, or exceeds the size caps
     raises (``UnsafePickleError`` / ``ValueError`` naming the file).
     """
-    p = str(Path(path))
-    with open(p, "rb") as f:
+    p = str(path)
+    with open_input(path) as f:  # a local path or an fsspec URL
         data = f.read()
     try:
         obj = _load(data, p, "ASCII")

@@ -17,7 +17,8 @@ from numbers import Real
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..types import ImageRecord
+from ..location import location
+from ..types import ImageRecord, PlannedImage
 from .base import SOURCES, Source, check_limit, record_sort_key, resolve_image_path, source_error
 from .lane_record import add_lane_targets, image_size, image_unusable, lane_image_id
 
@@ -65,7 +66,7 @@ class TusimpleSource(Source):
     def __init__(self, *, data_root: str | Path, split: str = "all", limit: int | None = None) -> None:
         if data_root is None:
             raise ValueError("tusimple source needs --data-root (the folder holding label_data_*.json)")
-        self.data_root = Path(data_root)
+        self.data_root = location(data_root)
         if not self.data_root.is_dir():
             raise FileNotFoundError(f"tusimple data root is not a folder: {self.data_root}")
         if split not in _SPLIT_SETS:
@@ -87,7 +88,7 @@ class TusimpleSource(Source):
         out = []
         for path in self.files:
             split = split_of(path.name)
-            with open(path, encoding="utf-8") as f:
+            with path.open("r", encoding="utf-8") as f:
                 for lineno, line in enumerate(f, 1):
                     if not line.strip():
                         continue
@@ -104,7 +105,22 @@ class TusimpleSource(Source):
                     out.append((split, lane_image_id(raw), obj, where))
         return out
 
+    def inputs(self) -> list[str]:
+        return [str(p) for p in self.files]
+
     def records(self) -> Iterator[ImageRecord]:
+        return (self.resolve(p) for p in self.plan())
+
+    def _resolve(self, planned: PlannedImage) -> ImageRecord:
+        obj, where = planned.payload
+        split, image_id = planned.split, planned.image_id
+        rec = ImageRecord(source=self.name, split=split, image_id=image_id, width=0, height=0, targets=[])
+        self._fill(rec, obj, where, lambda reason, **kw: source_error(self.name, split, image_id, reason, **kw))
+        return rec
+
+    def plan(self) -> Iterator[ImageRecord | PlannedImage]:
+        """The label files read once; each frame planned with its line (its image's size is read
+        from the header in ``resolve``, on the worker)."""
         frames = sorted(self._frames(), key=lambda f: record_sort_key(f[0], f[1]))
         if self.limit is not None:
             frames = frames[: self.limit]
@@ -118,7 +134,8 @@ class TusimpleSource(Source):
                 rec.errors.append(err(f"{where}: duplicate raw_file {obj['raw_file']!r}"))
             else:
                 seen.add((split, image_id))
-                self._fill(rec, obj, where, err)
+                yield PlannedImage(self.name, split, image_id, (obj, where))
+                continue
             yield rec
 
     def _fill(self, rec: ImageRecord, obj: dict, where: str, err) -> None:

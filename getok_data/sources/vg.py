@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..masks import mask_to_rle
+from ..location import location
 from ..types import ImageRecord, PlannedImage, Target, key_part
 from .base import (
     SOURCES, Source, attach_image, check_image_size, check_limit, id_sort_key, resolve_image_path, source_error,
@@ -67,8 +68,8 @@ class VisualGenomeSource(Source):
 
     def __init__(self, *, data_root: str | Path, image_root: str | Path | None = None, split: str = "train",
                  limit: int | None = None) -> None:
-        self.data_root = Path(data_root)
-        self.image_root = Path(image_root) if image_root is not None else self.data_root
+        self.data_root = location(data_root)
+        self.image_root = location(image_root) if image_root is not None else self.data_root
         for f in ("region_descriptions.json", "image_data.json"):
             if not (self.data_root / f).is_file():
                 raise FileNotFoundError(f"{self.data_root / f} not found (Visual Genome 1.2 layout)")
