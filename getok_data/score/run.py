@@ -16,7 +16,7 @@ from .decoders import MaskDecoder, segmenter_config
 from .gallery import Gallery
 from .metrics import COUNTS, DEFAULT_COUNT, DEFAULT_EMPTY_UNION, EMPTY_UNION, breakdown
 from .predictions import read_predictions
-from ..export.rows import TASKS
+from ..export.rows import ALL_TASKS, NEW_TASKS, TASKS
 from .rows import expected_rows
 from .scoring import RowScorer
 
@@ -61,10 +61,14 @@ def score_build(data: str, pred_path: str | os.PathLike, decoder: str = "table",
             raise ScoreError(f"{data}: no manifest.json to take the segmenter from; pass --segmenter")
         seg_cfg = segmenter_config(manifest.config if manifest else None, segmenter_overrides or {})
     masks = MaskDecoder(decoder, seg_cfg)
+    # the captioning and multi-instance rows are derived (and their instances decoded) only when
+    # some prediction answers them: a seg / box / point run costs what it always did
+    asked = {pid.rsplit("/", 1)[-1] for pid in preds.by_id} | {alt[3] for alt in preds.by_alt}
+    tasks = tuple(t for t in ALL_TASKS if t not in NEW_TASKS or t in asked)
     keep = Gallery(gallery_k) if gallery else None
     every: list[dict] = []
     bad_samples: list[str] = []
-    for sample, rows, scorer in _samples(ds, masks, empty_union, bad_samples):
+    for sample, rows, scorer in _samples(ds, masks, empty_union, bad_samples, tasks):
         for row in rows:
             pred = preds.lookup(row.id, row.alt)
             fields, result = scorer.score(row, pred)
@@ -102,7 +106,7 @@ def score_build(data: str, pred_path: str | os.PathLike, decoder: str = "table",
     return report
 
 
-def _samples(ds: Dataset, masks: MaskDecoder, empty_union: str, bad: list[str]):
+def _samples(ds: Dataset, masks: MaskDecoder, empty_union: str, bad: list[str], tasks: tuple[str, ...] = ALL_TASKS):
     """(sample, its export rows, its scorer) for every readable sample; an unreadable one is
     recorded in ``bad`` (``shard/key: why``) and its predictions end up ``unknown``."""
     names = ds.shard_names()
@@ -112,7 +116,7 @@ def _samples(ds: Dataset, masks: MaskDecoder, empty_union: str, bad: list[str]):
         for key, members in iter_tar(ds.read_shard(name)):
             try:
                 sample = Sample(key, members, name)
-                rows = list(expected_rows(sample.meta))
+                rows = list(expected_rows(sample.meta, tasks=tasks))
                 scorer = RowScorer(masks.for_sample(sample), sample.meta, empty_union) if rows else None
             except (ValueError, KeyError, TypeError) as e:  # DatasetError, TableError, bad JSON, bad fields
                 bad.append(f"{name}/{key}: {type(e).__name__}: {e}")

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from ..masks import mask_box, mask_to_rle
-from ..types import ImageRecord, Target
+from ..types import ImageRecord, PlannedImage, Target
 from .base import SOURCES, Source, check_limit
 
 __all__ = ["SyntheticSource", "DEFAULT_SIZES", "SPLIT_INDEX", "SHAPES", "COLOURS", "IMAGE_SIZES", "GENERATOR_VERSION"]
@@ -284,6 +284,10 @@ class SyntheticSource(Source):
                 "seed": self.seed, "limit": self.limit, "generator_version": GENERATOR_VERSION}
 
     def records(self) -> Iterator[ImageRecord]:
+        return (self.resolve(p) for p in self.plan())
+
+    def plan(self) -> Iterator[PlannedImage]:
+        """Each image planned by its index; drawn in ``resolve`` (on the worker, for Ray builds)."""
         left = self.limit
         for split, n in self.split_sizes().items():
             for i in range(n):
@@ -291,7 +295,10 @@ class SyntheticSource(Source):
                     if left <= 0:
                         return
                     left -= 1
-                yield generate_image(self.seed, split, i)
+                yield PlannedImage(self.name, split, int(i), self.seed)
+
+    def _resolve(self, planned: PlannedImage) -> ImageRecord:
+        return generate_image(planned.payload, planned.split, planned.image_id)
 
 
 SOURCES.register("synthetic", SyntheticOptions, lambda o: SyntheticSource(**asdict(o)))
