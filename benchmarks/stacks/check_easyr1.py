@@ -22,13 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_swift import wrong_answer  # noqa: E402
-from model import ROOT, model_folder, spatial_ids_are_single  # noqa: E402
+from model import finish, response_batch, ROOT, model_folder, spatial_ids_are_single  # noqa: E402
 
 
 def check(data: Path) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
-    import torch
     from transformers import AutoProcessor
 
     import verl  # EasyR1's package (EASYR1_SRC), not PyPI's verl
@@ -62,11 +61,9 @@ def check(data: Path) -> dict:
             assert item["ground_truth"] == row["answer"]
         grades = []
         for answers in ([r["solution"] for r in raw], [wrong_answer(r) for r in raw], ["no idea"] * len(raw)):
-            resp = [tok.encode(a, add_special_tokens=False) + [eos] for a in answers]
-            width = max(len(r) for r in resp)
+            responses, mask = response_batch(tok, answers, eos)
             proto = DataProto.from_dict(
-                tensors={"responses": torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in resp]),
-                         "response_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in resp])},
+                tensors={"responses": responses, "response_mask": mask},
                 non_tensors={"ground_truth": np.array([i["ground_truth"] for i in items], dtype=object)})
             rewards, metrics = manager.compute_reward(proto)
             assert {"overall", "format", "accuracy"} <= set(metrics) and len(metrics["overall"]) == len(raw)
@@ -82,7 +79,4 @@ def check(data: Path) -> dict:
 
 
 if __name__ == "__main__":
-    out = check(Path(sys.argv[1]))
-    for k, v in out.items():
-        print(f"{k}: {v}")
-    print(json.dumps({"ok": True, "easyr1": out["easyr1"], **{k: out[k]["rows"] for k in ("grid", "offset", "multi")}}))
+    finish(check, "easyr1")

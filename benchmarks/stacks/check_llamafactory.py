@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model import model_folder, spatial_ids_are_single  # noqa: E402
+from model import finish, model_folder, spatial_ids_are_single  # noqa: E402
 
 
 def check(data: Path) -> dict:
@@ -74,8 +74,4 @@ def check(data: Path) -> dict:
 
 
 if __name__ == "__main__":
-    out = check(Path(sys.argv[1]))
-    for k, v in out.items():
-        print(f"{k}: {v}")
-    print(json.dumps({"ok": True, **{k: v for k, v in out.items() if not isinstance(v, dict)},
-                      **{k: v["rows"] for k, v in out.items() if isinstance(v, dict)}}))
+    finish(check, "llamafactory")

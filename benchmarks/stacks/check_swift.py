@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model import ROOT, model_folder, spatial_ids_are_single  # noqa: E402
+from model import finish, ROOT, model_folder, spatial_ids_are_single  # noqa: E402
 
 
 def wrong_answer(row: dict) -> str:
@@ -92,7 +92,4 @@ def check(data: Path) -> dict:
 
 
 if __name__ == "__main__":
-    out = check(Path(sys.argv[1]))
-    for k, v in out.items():
-        print(f"{k}: {v}")
-    print(json.dumps({"ok": True, "ms-swift": out["ms-swift"], **{k: out[k]["rows"] for k in ("grid", "offset", "multi")}}))
+    finish(check, "ms-swift")

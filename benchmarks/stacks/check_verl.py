@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_swift import wrong_answer  # noqa: E402
-from model import ROOT, model_folder, spatial_ids_are_single  # noqa: E402
+from model import finish, response_batch, ROOT, model_folder, spatial_ids_are_single  # noqa: E402
 
 
 def check(data: Path) -> dict:
@@ -71,10 +71,7 @@ def check(data: Path) -> dict:
         grades = []
         for answers in ([r["reward_model"]["ground_truth"] for r in raw], [wrong_answer(r["extra_info"]) for r in raw],
                         ["no idea"] * len(raw)):
-            resp = [tok.encode(a, add_special_tokens=False) + [eos] for a in answers]
-            width = max(len(r) for r in resp)
-            responses = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in resp])
-            resp_mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in resp])
+            responses, resp_mask = response_batch(tok, answers, eos)
             proto = DataProto.from_dict(
                 tensors={"prompts": batch["input_ids"], "responses": responses,
                          "attention_mask": torch.cat([batch["attention_mask"], resp_mask], dim=1)},
@@ -93,7 +90,4 @@ def check(data: Path) -> dict:
 
 
 if __name__ == "__main__":
-    out = check(Path(sys.argv[1]))
-    for k, v in out.items():
-        print(f"{k}: {v}")
-    print(json.dumps({"ok": True, "verl": out["verl"], **{k: out[k]["rows"] for k in ("grid", "offset", "multi")}}))
+    finish(check, "verl")

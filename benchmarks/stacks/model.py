@@ -43,3 +43,25 @@ def spatial_ids_are_single(tokenizer, n: int) -> bool:
         if tokenizer.convert_tokens_to_ids(t) not in ids or len(tokenizer.encode(t, add_special_tokens=False)) != 1:
             return False
     return True
+
+
+def response_batch(tokenizer, answers: list[str], eos: int):
+    """``(responses, mask)``: each answer's ids and the end of turn, right padded (what a rollout
+    hands the reward manager of verl and EasyR1)."""
+    import torch
+
+    ids = [tokenizer.encode(a, add_special_tokens=False) + [eos] for a in answers]
+    width = max(len(r) for r in ids)
+    return (torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in ids]),
+            torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ids]))
+
+
+def finish(check, stack: str) -> None:
+    """Run ``check(DATA)`` (DATA: argv[1]), print its findings, then one JSON line."""
+    import json
+
+    out = check(Path(sys.argv[1]))
+    for k, v in out.items():
+        print(f"{k}: {v}")
+    print(json.dumps({"ok": True, stack: out[stack], **{k: out[k]["rows"] for k in ("grid", "offset", "multi")},
+                      "spatial_tokens_single_ids": out["spatial_tokens_single_ids"]}))
