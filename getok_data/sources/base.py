@@ -92,9 +92,12 @@ class Source(abc.ABC):
                     and not getattr(own, "__isabstractmethod__", False):
                 setattr(cls, method, _unique_keys(own))
 
-    @abc.abstractmethod
     def records(self) -> Iterator[ImageRecord]:
-        """Yield the image records lazily, in (split, image_id) order."""
+        """Yield the image records lazily, in (split, image_id) order: ``resolve`` over ``plan``
+        (a source that cannot plan without reading its images overrides this instead)."""
+        if not self.defers:
+            raise NotImplementedError(f"{type(self).__name__} defines neither records() nor plan()")
+        return (self.resolve(p) for p in self.plan())
 
     def plan(self) -> Iterator[ImageRecord | PlannedImage]:
         """What a build plans with, in ``records()``'s order: ``PlannedImage``s made from the

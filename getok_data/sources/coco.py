@@ -221,9 +221,6 @@ class CocoSource(Source):
     def inputs(self) -> list[str]:
         return [str(self.annotations)]
 
-    def records(self) -> Iterator[ImageRecord]:
-        return (self.resolve(p) for p in self.plan())
-
     def plan(self) -> Iterator[PlannedImage]:
         """The annotation file parsed once; each image planned with its index entries."""
         index = load_instances(self.annotations)

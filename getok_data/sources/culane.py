@@ -111,9 +111,6 @@ class CulaneSource(Source):
     def inputs(self) -> list[str]:
         return [str(self.list)] if self.list is not None else []
 
-    def records(self) -> Iterator[ImageRecord]:
-        return (self.resolve(p) for p in self.plan())
-
     def plan(self) -> Iterator[ImageRecord | PlannedImage]:
         """The frame list and each frame's ``.lines.txt`` (annotations: a frame without a lane
         plans nothing, as it always did, so blocks keep their images); the image itself is checked

@@ -136,9 +136,6 @@ class GRefCocoSource(Source):
     def inputs(self) -> list[str]:
         return [str(self.refs_file), str(self.instances_file)]
 
-    def records(self) -> Iterator[ImageRecord]:
-        return (self.resolve(p) for p in self.plan())
-
     def _resolve(self, planned: PlannedImage) -> ImageRecord:
         index, refs = planned.payload
         return self._record(index, planned.split, planned.image_id, refs)

@@ -92,9 +92,6 @@ class HumanRefSource(Source):
     def inputs(self) -> list[str]:
         return [str(self.annotations)]
 
-    def records(self) -> Iterator[ImageRecord]:
-        return (self.resolve(p) for p in self.plan())
-
     def _resolve(self, planned: PlannedImage) -> ImageRecord:
         return self._record(planned.image_id, planned.payload)
 

@@ -163,9 +163,6 @@ class ReasonSegSource(Source):
             raise ValueError(f"{path}: expected a list of {{query, outputs, image, json}}")
         return {Path(str(it.get("image", ""))).name: it for it in items if isinstance(it, dict)}
 
-    def records(self) -> Iterator[ImageRecord]:
-        return (self.resolve(p) for p in self.plan())
-
     def plan(self) -> Iterator[PlannedImage]:
         """The split folders listed and the explanatory files read; each image planned with its
         JSON's path and its explanatory entry (the JSON, the image and its mask in ``resolve``)."""

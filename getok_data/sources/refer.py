@@ -174,9 +174,6 @@ class ReferSource(Source):
     def inputs(self) -> list[str]:
         return [str(self.refs_file), str(self.instances_file)]
 
-    def records(self) -> Iterator[ImageRecord]:
-        return (self.resolve(p) for p in self.plan())
-
     def plan(self) -> Iterator[PlannedImage]:
         """The refs and instances files parsed once; each image planned with the refs, the
         index entries and the malformed-ref reasons its record is made from (no image opened)."""

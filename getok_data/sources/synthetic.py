@@ -283,9 +283,6 @@ class SyntheticSource(Source):
         return {"source": self.name, "split": self.split, "size": self.size, "sizes": self.split_sizes(),
                 "seed": self.seed, "limit": self.limit, "generator_version": GENERATOR_VERSION}
 
-    def records(self) -> Iterator[ImageRecord]:
-        return (self.resolve(p) for p in self.plan())
-
     def plan(self) -> Iterator[PlannedImage]:
         """Each image planned by its index; drawn in ``resolve`` (on the worker, for Ray builds)."""
         left = self.limit

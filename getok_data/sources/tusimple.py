@@ -108,9 +108,6 @@ class TusimpleSource(Source):
     def inputs(self) -> list[str]:
         return [str(p) for p in self.files]
 
-    def records(self) -> Iterator[ImageRecord]:
-        return (self.resolve(p) for p in self.plan())
-
     def _resolve(self, planned: PlannedImage) -> ImageRecord:
         obj, where = planned.payload
         split, image_id = planned.split, planned.image_id

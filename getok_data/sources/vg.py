@@ -87,9 +87,6 @@ class VisualGenomeSource(Source):
     def inputs(self) -> list[str]:
         return [str(self.data_root / "region_descriptions.json"), str(self.data_root / "image_data.json")]
 
-    def records(self) -> Iterator[ImageRecord]:
-        return (self.resolve(p) for p in self.plan())
-
     def _resolve(self, planned: PlannedImage) -> ImageRecord:
         info, regs = planned.payload
         return self._record(planned.image_id, info, regs)
