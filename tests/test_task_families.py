@@ -403,3 +403,22 @@ def test_points_and_boxes_rewards_rank_the_truth_first_in_trl_and_verl(humanref,
         s = compute_score(rec["data_source"], rec["reward_model"]["ground_truth"], None, gt)
         key = "points_f1" if gt["task"] == "points" else "boxes_f1"
         assert s[key] == 1.0 and s["score"] > compute_score(rec["data_source"], "junk", None, gt)["score"]
+
+
+def test_refer_builds_gain_cap_rows_with_their_sentences(tmp_path):
+    """RefCOCOg-style REFER targets caption from the existing source: one row per (region, sentence),
+    the region's box (or, asked, its seg) in the prompt and the sentence as the answer."""
+    from test_build import make_refer_tree
+
+    make_refer_tree(tmp_path / "D")
+    build = _build(tmp_path / "b", {"name": "refcoco", "data_root": str(tmp_path / "D"),
+                                    "image_root": str(tmp_path / "D/images/mscoco/images/train2014")}, n=16)
+    targets = [t for s in Dataset(str(build)).samples() for t in s.meta["targets"]]
+    for region in ("box", "seg"):
+        rows = _export(build, tmp_path / f"cap_{region}.jsonl", "cap", extra=("--cap-region", region))
+        assert len(rows) == sum(len(t["sentences"]) for t in targets) > 0
+        by = {t["target_id"]: t for t in targets}
+        for r in rows:
+            t = by[r["target_id"]]
+            assert t["tokens"][region] in r["prompt"][0]["content"]
+            assert r["completion"][0]["content"] == t["sentences"][int(r["id"].split("/")[-2])]
