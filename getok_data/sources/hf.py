@@ -25,7 +25,7 @@ import io
 import json
 import math
 import re
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,7 +37,7 @@ from PIL import Image
 
 from ..location import Location, RemotePath, location
 from ..masks import mask_box, mask_to_rle, segmentation_to_mask
-from ..types import ImageRecord, Target
+from ..types import ImageRecord, PlannedImage, Target
 from .base import (
     SOURCES,
     Source,
@@ -62,7 +62,7 @@ PRESETS: dict[str, dict[str, str]] = {
     "visionreasoner": {"image": "image", "text": "text", "mask": "mask", "bbox": "bbox", "bbox_format": "xyxy",
                        "image_id": "image_id", "ann_id": "ann_id"},
 }
-CACHE_BYTES = 2 << 30  # decoded row groups held while their rows are pending
+CACHE_BYTES = 2 << 30  # decoded row groups kept for the images that follow (least recently used out)
 _SPLIT_RE = re.compile(r"^([A-Za-z0-9_+]+?)-\d{5}-of-\d{5}")
 
 
@@ -297,33 +297,29 @@ class HfSource(Source):
         out = sorted(groups.values(), key=lambda g: (g.split, id_sort_key(g.image_id)))
         return out if self.limit is None else out[: self.limit]
 
-    def records(self) -> Iterator[ImageRecord]:
-        """Pass 2, in (split, image_id) order. A row group stays cached until its last row is used
-        (so each is decoded once), within ``CACHE_BYTES``; past it, the least recently used goes."""
-        readers = [_chunks(f)[1] for f in self.files]
-        plan = self._plan()
-        pending = Counter((fi, k) for g in plan for fi, k, _ in g.rows)
-        cache: OrderedDict[tuple[int, int], tuple[list[dict], int]] = OrderedDict()
-        wanted = sorted({c for r, c in self.cols.items() if r != "bbox_format"})
-        held = 0
+    def plan(self) -> Iterator[PlannedImage]:
+        """Each image planned by its rows' places (file, chunk, row): ids only, nothing decoded."""
+        for g in self._plan():
+            yield PlannedImage(self.name, g.split, g.image_id, g)
 
-        def row(fi: int, k: int, r: int) -> dict:
-            nonlocal held
-            if (fi, k) not in cache:
-                table = readers[fi](k, wanted)
-                cache[(fi, k)] = (table.to_pylist(), table.nbytes)
-                held += table.nbytes
-                while held > CACHE_BYTES and len(cache) > 1:
-                    held -= cache.popitem(last=False)[1][1]
-            cache.move_to_end((fi, k))
-            out = cache[(fi, k)][0][r]
-            pending[(fi, k)] -= 1
-            if pending[(fi, k)] == 0:
-                held -= cache.pop((fi, k))[1]
-            return out
+    def _resolve(self, planned: PlannedImage) -> ImageRecord:
+        g = planned.payload
+        return self._record(g, [self._row(fi, k, r) for fi, k, r in g.rows], g.rows)
 
-        for g in plan:
-            yield self._record(g, [row(fi, k, r) for fi, k, r in g.rows], g.rows)
+    def _row(self, fi: int, k: int, r: int) -> dict:
+        """One row, its chunk decoded once and kept while it fits in ``CACHE_BYTES`` (least
+        recently used first out): a shard's images are consecutive, so are their rows."""
+        cache = self.__dict__.setdefault("_chunk_cache", OrderedDict())
+        if (fi, k) not in cache:
+            if "_readers" not in self.__dict__:
+                self._readers = [_chunks(f)[1] for f in self.files]
+            wanted = sorted({c for role, c in self.cols.items() if role != "bbox_format"})
+            table = self._readers[fi](k, wanted)
+            cache[(fi, k)] = (table.to_pylist(), table.nbytes)
+            while sum(v[1] for v in cache.values()) > CACHE_BYTES and len(cache) > 1:
+                cache.popitem(last=False)
+        cache.move_to_end((fi, k))
+        return cache[(fi, k)][0][r]
 
     def _record(self, g: _Group, rows: list[dict], where: list[tuple[int, int, int]]) -> ImageRecord:
         err = lambda reason, **kw: source_error(self.name, g.split, g.image_id, reason, **kw)  # noqa: E731
