@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import json
 import os
 from numbers import Integral
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "check_limit",
     "resolve_image_path",
     "attach_image",
+    "load_json_list",
     "decode_target_mask",
     "source_error",
 ]
@@ -269,6 +271,17 @@ def attach_image(rec: ImageRecord, image_root: Path, file_name: Any, err: Callab
         rec.errors.append(err(problem, detail=detail))
         return False
     return True
+
+
+def load_json_list(path: Location, what: str = "a JSON list") -> list:
+    """A JSON file whose top level is a list; ``ValueError`` naming the file (``expected {what}``)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from e
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected {what}")
+    return data
 
 
 def decode_target_mask(seg: Any, h: int, w: int) -> tuple[np.ndarray, dict, list[float]]:

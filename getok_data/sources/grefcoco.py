@@ -14,7 +14,6 @@ testB); a ref without a sentence is quarantined (the maintainers say to skip the
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from .base import (
     check_limit,
     decode_target_mask,
     id_sort_key,
+    load_json_list,
     record_sort_key,
     source_error,
 )
@@ -51,13 +51,7 @@ def _as_list(v: Any) -> list:
 
 def load_grefs(path: Path) -> list[dict]:
     """The refs list of ``grefs(*).json`` (or a ``.p`` pickle); ``ValueError`` naming the file."""
-    if path.suffix == ".p":
-        refs = safe_load(path)
-    else:
-        try:
-            refs = json.loads(path.read_bytes())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON: {e}") from e
+    refs = safe_load(path) if path.suffix == ".p" else load_json_list(path, "a list of ref objects")
     if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
         raise ValueError(f"{path}: expected a list of ref objects")
     for k, r in enumerate(refs):

@@ -27,7 +27,7 @@ from PIL import Image
 from ..location import location, open_input
 from ..masks import mask_box, mask_to_rle
 from ..types import ImageRecord, PlannedImage, Target
-from .base import SOURCES, Source, check_image_size, check_limit, source_error
+from .base import SOURCES, Source, check_image_size, check_limit, load_json_list, source_error
 
 __all__ = ["ReasonSegSource", "reasonseg_mask", "read_reasonseg_json"]
 
@@ -155,12 +155,7 @@ class ReasonSegSource(Source):
         path = self.data_root / "explanatory" / f"{split}.json"
         if not path.is_file():
             return {}
-        try:
-            items = json.loads(path.read_bytes())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON: {e}") from e
-        if not isinstance(items, list):
-            raise ValueError(f"{path}: expected a list of {{query, outputs, image, json}}")
+        items = load_json_list(path, "a list of {query, outputs, image, json}")
         return {Path(str(it.get("image", ""))).name: it for it in items if isinstance(it, dict)}
 
     def plan(self) -> Iterator[PlannedImage]:

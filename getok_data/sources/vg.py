@@ -17,7 +17,6 @@ of the image are clipped, as VG's own loaders do.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from numbers import Real
@@ -30,23 +29,13 @@ from ..masks import mask_to_rle
 from ..location import location
 from ..types import ImageRecord, PlannedImage, Target, key_part
 from .base import (
-    SOURCES, Source, attach_image, check_image_size, check_limit, id_sort_key, resolve_image_path, source_error,
-    text_problem,
+    SOURCES, Source, attach_image, check_image_size, check_limit, id_sort_key, load_json_list, resolve_image_path,
+    source_error, text_problem,
 )
 
 __all__ = ["VisualGenomeSource", "VgOptions", "IMAGE_FOLDERS"]
 
 IMAGE_FOLDERS = ("VG_100K", "VG_100K_2")
-
-
-def _load_list(path: Path) -> list:
-    try:
-        data = json.loads(path.read_bytes())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON: {e}") from e
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list")
-    return data
 
 
 @dataclass(frozen=True)
@@ -94,13 +83,13 @@ class VisualGenomeSource(Source):
     def plan(self) -> Iterator[PlannedImage | ImageRecord]:
         """Both JSON files parsed once; each image planned with its entry and regions."""
         images: dict[Any, dict] = {}
-        for k, im in enumerate(_load_list(self.data_root / "image_data.json")):
+        for k, im in enumerate(load_json_list(self.data_root / "image_data.json")):
             if isinstance(im, dict):
                 iid = im.get("image_id", im.get("id"))
                 images.setdefault(iid, im)
         regions: dict[Any, list] = {}
         problems: dict[Any, str] = {}
-        for k, entry in enumerate(_load_list(self.data_root / "region_descriptions.json")):
+        for k, entry in enumerate(load_json_list(self.data_root / "region_descriptions.json")):
             iid = entry.get("id", entry.get("image_id")) if isinstance(entry, dict) else None
             if iid is None or isinstance(iid, bool) or not isinstance(iid, (int, str)):
                 problems[f"#{k}"] = f"region_descriptions.json entry #{k} has no usable image id"
