@@ -29,19 +29,30 @@ def decoded_union(sample: Sample, anchors, size: tuple[int, int], decoder: Table
     return cv2.resize(union.view(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
+def sample_rgb(sample: Sample) -> np.ndarray:
+    """The sample's image, decoded to RGB."""
+    return np.asarray(Image.open(io.BytesIO(sample.image)).convert("RGB"))
+
+
+def target_masks(sample: Sample, target_index: int, size: tuple[int, int],
+                 decoder: TableDecoder | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The target's GT mask and the decoded union of its anchors, the union at ``size`` (w, h)."""
+    targets = sample.meta["targets"]
+    if not 0 <= target_index < len(targets):
+        raise IndexError(f"{sample.key} has {len(targets)} target(s); --target {target_index} is out of range")
+    t = targets[target_index]
+    return rle_to_mask(t["mask_rle"]), decoded_union(sample, t["anchors"], size, decoder)
+
+
 def target_layers(sample: Sample, target_index: int,
                   decoder: TableDecoder | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, Grid]:
     """The image (RGB), the target's GT mask, the decoded union of its anchors (both at the image's
-    size) and the grid: what ``inspect``, ``gallery`` and ``report`` draw."""
-    meta = sample.meta
-    if not 0 <= target_index < len(meta["targets"]):
-        raise IndexError(f"{sample.key} has {len(meta['targets'])} target(s); --target {target_index} is out of range")
-    t = meta["targets"][target_index]
-    rgb = np.asarray(Image.open(io.BytesIO(sample.image)).convert("RGB"))
+    size) and the grid: what ``inspect`` and ``gallery`` draw (``report`` uses the two parts, so
+    that a sample's image is decoded once for all its targets)."""
+    rgb = sample_rgb(sample)
     h, w = rgb.shape[:2]
-    gt = rle_to_mask(t["mask_rle"])
-    union = decoded_union(sample, t["anchors"], (w, h), decoder)
-    return rgb, gt, union, Grid(meta["grid"]["n"], w, h, meta["grid"]["m"])
+    gt, union = target_masks(sample, target_index, (w, h), decoder)
+    return rgb, gt, union, Grid(sample.meta["grid"]["n"], w, h, sample.meta["grid"]["m"])
 
 
 def draw_target(sample: Sample, target_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Grid]:

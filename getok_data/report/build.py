@@ -4,7 +4,7 @@ The folder holds everything the page needs: ``index.html``, ``report.js``, ``rep
 from ``assets/``), the data as JavaScript files (``data/*.js``: they load from ``file://``, where a
 browser refuses ``fetch`` of JSON), one thumbnail and one full-size copy per image, and each
 target's GT mask and decoded union as small transparent PNGs (drawn by ``inspect``'s
-``target_layers``: one renderer). Anchors, region labels, offset arrows, box and point answers
+``target_masks``: one renderer). Anchors, region labels, offset arrows, box and point answers
 are drawn by the page from the sample's strings, so a target costs a few kilobytes.
 
 Layout: ``data/overview.js`` (counts, histograms, quarantine reasons, config, metrics),
@@ -30,11 +30,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..atomic import write_atomic
-from ..dataset import Dataset, DatasetError, Sample
+from ..dataset import Dataset, Sample
 from ..decode import TableDecoder
 from ..export.rows import ALL_TASKS, STAGES, ExportStats, rows_of_meta
-from ..inspect import decoded_union, target_layers
-from ..tokens import decode_box, decode_point
+from ..inspect import decoded_union, sample_rgb, target_masks
+from ..tokens import Grid, decode_box, decode_point
 from ..tokens.answers import parse_answer
 from ..tokens.codec import ParseError, parse
 
@@ -201,9 +201,11 @@ def build_report(build: str, out: str | Path, pred: str | Path | None = None, li
                       "grid": meta["grid"], "source": meta.get("source"), "split": meta.get("split"), "targets": []}
         for task, c in Counter(r.fields["task"] for r in rows_of_meta(meta, STAGES, ALL_TASKS, ExportStats())).items():
             counts["task"][task] += c
-        rgb = None
+        rgb = sample_rgb(sample)  # once per image: the thumbnail; the masks are at its size
+        size = (rgb.shape[1], rgb.shape[0])
+        grid = Grid(meta["grid"]["n"], size[0], size[1], meta["grid"]["m"])
         for ti, t in enumerate(meta["targets"]):
-            rgb, gt, union, grid = target_layers(sample, ti, decoder)
+            gt, union = target_masks(sample, ti, size, decoder)
             write_atomic(masks / f"{ti}-gt.png", _mask_png(gt, GT_RGBA))
             write_atomic(masks / f"{ti}-union.png", _mask_png(union, UNION_RGBA))
             sents = [s for s in t.get("sentences") or [] if s and s.strip()]
@@ -270,9 +272,9 @@ def build_report(build: str, out: str | Path, pred: str | Path | None = None, li
     }
     if preds is not None:
         overview["score"] = {k: preds.report[k] for k in ("metrics", "conventions", "join", "decoder", "pred")}
+        n = ds.grid_n()  # the build has shards (checked above), so a manifest or a first sample says it
         pred_rows = [[r["id"], r["task"], r["stage"], _score_of(r), bool(r.get("format_ok")), bool(r.get("missing")),
-                      _failure(r, preds.text.get(r["id"]), int(r.get("grid_n") or 0) or _grid_n(ds)), r["key"],
-                      str(r["target_id"])] for r in preds.rows]
+                      _failure(r, preds.text.get(r["id"]), n), r["key"], str(r["target_id"])] for r in preds.rows]
         write_atomic(tmp / "data" / "predictions.js", _js("GETOK_PREDICTIONS", {
             "columns": ["id", "task", "stage", "score", "format_ok", "missing", "failure", "key", "target"],
             "rows": pred_rows}))
@@ -290,10 +292,3 @@ def build_report(build: str, out: str | Path, pred: str | Path | None = None, li
             "predictions": len(preds.rows) if preds is not None else 0, "bytes": size,
             "bytes_per_1k_targets": round(size * 1000 / len(rows)) if rows else None,
             "seconds": round(time.perf_counter() - t0, 3)}
-
-
-def _grid_n(ds: Dataset) -> int:
-    try:
-        return ds.grid_n()
-    except DatasetError:
-        return 0
