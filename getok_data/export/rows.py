@@ -147,15 +147,7 @@ def rows_of_meta(meta: dict, stages: tuple[str, ...], tasks: tuple[str, ...], st
         if not sents:
             stats.skip("target without sentences or category")
             continue
-        rle = t.get("mask_rle") or {}
-        per_target = dict(common, target_id=str(t["target_id"]),
-                          gt_box=[float(v) for v in (t.get("box") or [0, 0, 0, 0])],
-                          gt_mask_rle={"size": [int(v) for v in rle.get("size", [meta["height"], meta["width"]])],
-                                       "counts": str(rle.get("counts", ""))},
-                          regions=str(t.get("regions") or ""), offsets=str(t.get("offsets") or ""),
-                          token_iou=float(t.get("token_iou") or 0.0),
-                          # gRefCOCO no-target queries and ReasonSeg ignore regions (FORMAT.md section 8)
-                          no_target=bool(t.get("no_target")), gt_ignore_rle=t.get("ignore_rle"))
+        per_target = target_columns(meta, common, t)
         tokens = t.get("tokens") or {}
         box_only = bool(t.get("box_only"))  # Visual Genome regions: the mask is only the box
         for si, sent in enumerate(sents):
@@ -201,6 +193,19 @@ def rows_of_meta(meta: dict, stages: tuple[str, ...], tasks: tuple[str, ...], st
         yield from _multi_rows(meta, common, multi, stats, include_low_quality)
 
 
+def target_columns(meta: dict, common: dict, t: dict) -> dict:
+    """The columns every row of target ``t`` carries: identity and what the rewards need."""
+    rle = t.get("mask_rle") or {}
+    return dict(common, target_id=str(t["target_id"]),
+                gt_box=[float(v) for v in (t.get("box") or [0, 0, 0, 0])],
+                gt_mask_rle={"size": [int(v) for v in rle.get("size", [meta["height"], meta["width"]])],
+                             "counts": str(rle.get("counts", ""))},
+                regions=str(t.get("regions") or ""), offsets=str(t.get("offsets") or ""),
+                token_iou=float(t.get("token_iou") or 0.0),
+                # gRefCOCO no-target queries and ReasonSeg ignore regions (FORMAT.md section 8)
+                no_target=bool(t.get("no_target")), gt_ignore_rle=t.get("ignore_rle"))
+
+
 def _cap_row(t: dict, per_target: dict, si: int, sent: str, cap_region: str, box_only: bool,
              stats: ExportStats) -> Row | None:
     """The captioning row of one (target, expression): the region in the prompt, the text as answer."""
@@ -227,14 +232,9 @@ def _multi_rows(meta: dict, common: dict, tasks: list[str], stats: ExportStats,
     for q in queries_of_meta(meta, include_low_quality):
         gt = json.dumps(q.instances, sort_keys=True, separators=(",", ":"))
         t = q.target
-        rle = t.get("mask_rle") or {}
-        base = dict(common, target_id=q.target_id,
-                    gt_box=[float(v) for v in (t.get("box") or [0, 0, 0, 0])],
-                    gt_mask_rle={"size": [int(v) for v in rle.get("size", [meta["height"], meta["width"]])],
-                                 "counts": str(rle.get("counts", ""))},
-                    regions="", offsets="", token_iou=float(t.get("token_iou") or 0.0),
-                    no_target=bool(t.get("no_target")), gt_ignore_rle=None,
-                    gt_instances=gt, gt_candidates=q.candidates)
+        # the offset labels and ignore region belong to one mask's <seg>, not to a set of instances
+        base = dict(target_columns(meta, common, t), target_id=q.target_id, regions="", offsets="",
+                    gt_ignore_rle=None, gt_instances=gt, gt_candidates=q.candidates)
         for si, sent in enumerate(q.sentences):
             for task in tasks:
                 answer = q.answer(task)
