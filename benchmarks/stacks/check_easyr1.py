@@ -15,14 +15,12 @@ outscore a wrong answer, which must outscore garbage. Last line: one JSON object
 """
 from __future__ import annotations
 
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_swift import wrong_answer  # noqa: E402
-from model import finish, response_batch, ROOT, model_folder, spatial_ids_are_single  # noqa: E402
+from model import ROOT, finish, response_batch, setup, spatial_ids_are_single  # noqa: E402
 
 
 def check(data: Path) -> dict:
@@ -35,10 +33,8 @@ def check(data: Path) -> dict:
     from verl.utils.dataset import RLHFDataset, process_image
     from verl.workers.reward import AutoRewardManager, RewardConfig
 
-    prepared = json.loads((data / "prepared.json").read_text())
-    n = prepared["grid_n"]
-    work = Path(tempfile.mkdtemp(prefix="easyr1-"))
-    processor = AutoProcessor.from_pretrained(model_folder(work, n))
+    prepared, n, work, model = setup(data, "easyr1")
+    processor = AutoProcessor.from_pretrained(model)
     tok = processor.tokenizer
     config = RewardConfig(reward_function=f"{ROOT / 'getok_data/rewards/easyr1.py'}:compute_score")
     config.post_init()

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model import finish, model_folder, spatial_ids_are_single  # noqa: E402
+from model import finish, setup, spatial_ids_are_single  # noqa: E402
 
 
 def check(data: Path) -> dict:
@@ -26,10 +25,7 @@ def check(data: Path) -> dict:
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_tokenizer
 
-    prepared = json.loads((data / "prepared.json").read_text())
-    n = prepared["grid_n"]
-    work = Path(tempfile.mkdtemp(prefix="lf-"))
-    model = model_folder(work, n)
+    prepared, n, work, model = setup(data, "lf")
     results = {"llamafactory": llamafactory.__version__}
     for name in ("grid", "offset", "multi"):
         export = Path(prepared["exports"][f"llamafactory_{name}"]["path"])

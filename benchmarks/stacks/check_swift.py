@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model import finish, ROOT, model_folder, spatial_ids_are_single  # noqa: E402
+from model import ROOT, finish, setup, spatial_ids_are_single  # noqa: E402
 
 
 def wrong_answer(row: dict) -> str:
@@ -40,10 +39,7 @@ def check(data: Path) -> dict:
     from swift.template import get_template
     from swift.utils import import_external_file
 
-    prepared = json.loads((data / "prepared.json").read_text())
-    n = prepared["grid_n"]
-    work = Path(tempfile.mkdtemp(prefix="swift-"))
-    model = model_folder(work, n)
+    prepared, n, work, model = setup(data, "swift")
     processor = get_processor(str(model), model_type="qwen2_vl")
     tok = processor.tokenizer
     template = get_template(processor, template_type="qwen2_vl", max_length=2048)

@@ -13,14 +13,12 @@ ground truth must outscore a wrong answer, which must outscore garbage. Last lin
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_swift import wrong_answer  # noqa: E402
-from model import finish, response_batch, ROOT, model_folder, spatial_ids_are_single  # noqa: E402
+from model import ROOT, finish, response_batch, setup, spatial_ids_are_single  # noqa: E402
 
 
 def check(data: Path) -> dict:
@@ -35,10 +33,8 @@ def check(data: Path) -> dict:
     from verl.utils.dataset.rl_dataset import RLHFDataset
     from verl.workers.reward_manager.naive import NaiveRewardManager
 
-    prepared = json.loads((data / "prepared.json").read_text())
-    n = prepared["grid_n"]
-    work = Path(tempfile.mkdtemp(prefix="verl-"))
-    processor = AutoProcessor.from_pretrained(model_folder(work, n))
+    prepared, n, work, model = setup(data, "verl")
+    processor = AutoProcessor.from_pretrained(model)
     tok = processor.tokenizer
     cfg = OmegaConf.create({"reward": {"custom_reward_function": {
         "path": str(ROOT / "getok_data/rewards/verl.py"), "name": "compute_score"}}})

@@ -34,6 +34,16 @@ def model_folder(folder: Path, n: int) -> Path:
     return out
 
 
+def setup(data: Path, stack: str) -> tuple[dict, int, Path, Path]:
+    """``(prepared.json, grid n, a fresh work folder, the model folder built in it)`` of a check."""
+    import json
+    import tempfile
+
+    prepared = json.loads((data / "prepared.json").read_text())
+    work = Path(tempfile.mkdtemp(prefix=f"{stack}-"))
+    return prepared, prepared["grid_n"], work, model_folder(work, prepared["grid_n"])
+
+
 def spatial_ids_are_single(tokenizer, n: int) -> bool:
     """Every spatial token of the n-grid encodes to exactly one id, inside a sentence too."""
     from getok_data.tokens import vocabulary
