@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 
 from .labelling import Depth, deepest_anchor
-from .masks import rle_to_mask
+from .masks import gt_at
 from .tokens import Box, Grid, Point, box_from_xyxy
 from .tokens.answers import encode_instances
 from .types import key_part
@@ -77,7 +77,7 @@ def instance_point(mask: np.ndarray, grid: Grid) -> Point:
 def _instance_items(inst: list[dict], grid: Grid) -> tuple[list[Point], list[Box]]:
     points, boxes = [], []
     for it in inst:
-        points.append(instance_point(rle_to_mask(it["mask_rle"]), grid))
+        points.append(instance_point(gt_at(it["mask_rle"]), grid))  # cached: rows and scoring reuse it
         boxes.append(box_from_xyxy([float(v) for v in it["box"]], grid))
     return points, boxes
 

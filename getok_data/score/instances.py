@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..masks import rle_to_mask
+from ..masks import gt_at
 from ..metrics.instances import THRESHOLDS, box_recall_precision, density_f1, f1, point_recall_precision
 from ..tokens import Grid
 from .metrics import _mean, common, register_metric
@@ -45,7 +45,7 @@ def points_fields(target: dict, result: Any, ok: bool, grid: Grid) -> dict:
     if rej is not None:
         return rej
     inst = target["gt_instances"]
-    recall, precision = point_recall_precision([rle_to_mask(i["mask_rle"]) for i in inst], pred)
+    recall, precision = point_recall_precision([gt_at(i["mask_rle"]) for i in inst], pred)
     return {"rejection": False, "recall": recall, "precision": precision, "f1": f1(precision, recall),
             "density_f1": density_f1(precision, recall, len(inst), len(pred), target["gt_candidates"]),
             "gt_count": len(inst), "pred_count": len(pred)}
